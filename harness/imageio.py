@@ -1,0 +1,61 @@
+"""Image reading and writing with errors that name the file; grayscale stays 2-D, dtype stays uint8."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from harness.errors import HarnessError
+
+
+def read_image(path: str | Path, grayscale_if_possible: bool = True) -> np.ndarray:
+    """Read an image as uint8: HxW for grayscale content, HxWx3 (BGR) otherwise.
+
+    NEU-Seg stores grayscale content as 3-channel JPEG; collapsing equal channels keeps the
+    "grayscale stays grayscale" contract without guessing from the file format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"{path}: image not found")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise HarnessError(f"{path}: not a readable image (corrupt or unsupported format)")
+    if image.dtype != np.uint8:
+        if image.dtype == np.uint16:
+            image = (image >> 8).astype(np.uint8)
+        else:
+            raise HarnessError(f"{path}: unsupported pixel type {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if grayscale_if_possible and image.ndim == 3 and _channels_equal(image):
+        image = np.ascontiguousarray(image[:, :, 0])
+    return image
+
+
+def _channels_equal(image: np.ndarray) -> bool:
+    return bool(np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(image[:, :, 0], image[:, :, 2]))
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write atomically (temp file + rename) so a killed process never leaves a truncated image."""
+    path = Path(path)
+    if image.dtype != np.uint8:
+        raise HarnessError(f"{path}: refusing to write {image.dtype} image; plugins must return uint8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(path.suffix or ".png", image)
+    if not ok:
+        raise HarnessError(f"{path}: could not encode image")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    with os.fdopen(fd, "wb") as f:
+        f.write(buf.tobytes())
+    os.replace(tmp, path)

@@ -1,0 +1,94 @@
+"""Base classes that plugins subclass. The host only ever talks to plugins through these methods.
+
+Each class carries ``name``, ``version`` and ``params`` (the parameter schema: every accepted key
+with its default). Instances are built from plain, JSON-able parameters so that a matrix cell can be
+shipped to another process or machine and rebuilt there.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+
+class Plugin:
+    kind: ClassVar[str] = "plugin"
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0"
+    params: ClassVar[dict[str, Any]] = {}
+    #: one line for `harness plugins`
+    summary: ClassVar[str] = ""
+
+    def __init__(self, **params: Any):
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            known = ", ".join(sorted(self.params)) or "none"
+            raise HarnessError(f"{self.kind} '{self.name}': unknown parameter '{unknown[0]}' (known: {known})")
+        self.config: dict[str, Any] = {**self.params, **params}
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this instance's output what it is: part of every cache key it feeds."""
+        return {"kind": self.kind, "name": self.name, "version": self.version, "params": self.config}
+
+
+class Degradation(Plugin):
+    """Turns a clean image into a degraded one.
+
+    ``apply`` must use only ``rng`` for randomness: the host seeds it from (image id, plugin,
+    severity, seed), which makes the output independent of processing order and process.
+    """
+
+    kind = "degradation"
+    severities: ClassVar[tuple[int, ...]] = (1, 2, 3, 4, 5)
+
+    def apply(self, image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Adapter(Plugin):
+    """Maps a domain-B image toward domain A, keeping size, dtype (uint8) and channel count.
+
+    Adapters with ``trainable = True`` are fitted once on unpaired source (A) and target (B) images;
+    the fitted artifact lives in ``fit_dir`` and is cached under a hash of config and data.
+    """
+
+    kind = "adapter"
+    trainable: ClassVar[bool] = False
+
+    def fit(self, source: list[Path], target: list[Path], fit_dir: Path, seed: int) -> None:
+        raise NotImplementedError(f"adapter '{self.name}' is not trainable")
+
+    def load(self, fit_dir: Path | None) -> None:
+        """Prepare for ``adapt`` (load weights from ``fit_dir`` when trainable)."""
+
+    def adapt(self, image: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def adapt_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return [self.adapt(im) for im in images]
+
+
+class Segmenter(Plugin):
+    """Instance segmenter: trains on a prepared COCO dataset, predicts COCO results JSON."""
+
+    kind = "segmenter"
+    #: profile name -> one-line description
+    profiles: ClassVar[dict[str, str]] = {}
+
+    def check_profile(self, profile: str) -> None:
+        if profile not in self.profiles:
+            raise HarnessError(
+                f"segmenter '{self.name}': unknown profile '{profile}' (known: {', '.join(self.profiles)})"
+            )
+
+    def train(self, data_dir: Path, out_dir: Path, profile: str, seed: int, init: str | None = None) -> None:
+        """Train on ``data_dir/train.json`` (and ``val.json`` if present); leave the model in ``out_dir``."""
+        raise NotImplementedError
+
+    def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path) -> None:
+        """Write COCO results (``image_id``, ``category_id``, ``bbox``, ``score``, RLE ``segmentation``)
+        for ``images`` (COCO image records whose ``file_name`` is relative to ``image_root``)."""
+        raise NotImplementedError
