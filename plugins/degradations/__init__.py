@@ -1,0 +1,16 @@
+"""Built-in degradations, registered through the ``harness`` entry point exactly like a third-party plugin."""
+from harness.hookspecs import hookimpl
+from plugins.degradations.blur import MotionBlur
+from plugins.degradations.chain import DomainB
+from plugins.degradations.jpeg import Jpeg
+from plugins.degradations.noise import GaussianNoise
+
+__all__ = ["GaussianNoise", "MotionBlur", "Jpeg", "DomainB"]
+
+
+@hookimpl
+def harness_register_degradations(register):
+    register(GaussianNoise)
+    register(MotionBlur)
+    register(Jpeg)
+    register(DomainB)
