@@ -1,0 +1,490 @@
+"""Render a matrix run directory (finished or partial) as a deterministic GitHub-markdown leaderboard.
+
+Every cell of the matrix appears in every table it belongs to: a missing number is shown as "—", "failed" or
+"pending" with a footnote, never dropped, so a partial run reads as partial rather than as a smaller benchmark.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import HarnessError
+
+KEY = ["segmenter", "profile", "adapter", "degradation", "severity", "seed"]
+ROW = ["segmenter", "profile", "adapter"]
+SETTING = ["degradation", "severity"]
+RESULT_COLUMNS = ["cell", *KEY, "iou_type", "metric", "category", "value", "note"]
+MAIN_METRICS = ("AP", "AP50", "AP75")
+SCALE_METRICS = ("AP_small", "AP_medium", "AP_large")
+KNOWN_METRICS = MAIN_METRICS + SCALE_METRICS
+IOU_ORDER = ("bbox", "segm")
+IOU_TITLES = {"bbox": "Boxes (bbox)", "segm": "Masks (segm)"}
+SCALE_LABELS = {"AP_small": "small", "AP_medium": "medium", "AP_large": "large"}
+VERSION_ORDER = ("harness", "python", "torch", "mmdet", "mmcv", "pycocotools")
+IDENTITY = "identity"
+MISSING = "missing"
+
+
+@dataclass
+class Run:
+    meta: dict[str, Any]
+    cells: pd.DataFrame  # one row per matrix cell: KEY + cell, status, error
+    results: pd.DataFrame  # known metrics only, unique per KEY + iou_type + metric + category
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.cells["seed"].unique().tolist())
+
+
+def render(run_dir: str | Path, title: str | None = None) -> str:
+    """The whole leaderboard as one markdown string (ends with a newline)."""
+    run = load_run(run_dir)
+    out: list[str] = [f"# {_esc(title or 'Leaderboard: ' + str(run.meta.get('name') or Path(run_dir).name))}", ""]
+    out += _provenance(run)
+    for iou in _iou_types(run):
+        out += _iou_section(run, iou)
+    out += _failed_section(run)
+    if run.notices:
+        out += ["## Input notes", ""] + [f"- {_esc(n)}" for n in run.notices] + [""]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def write(run_dir: str | Path, out_path: str | Path, title: str | None = None) -> Path:
+    """Render and write atomically, so a reader never sees half a leaderboard."""
+    text = render(run_dir, title)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=".tmp-", suffix=out_path.suffix)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out_path
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_run(run_dir: str | Path) -> Run:
+    run_dir = Path(run_dir)
+    meta_path = run_dir / "run.json"
+    if not meta_path.is_file():
+        raise HarnessError(f"{meta_path}: not found; is {run_dir} a run directory?")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HarnessError(f"{meta_path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise HarnessError(f"{meta_path}: expected a JSON object")
+    notices: list[str] = []
+    results = _load_results(run_dir / "results.csv", notices)
+    cells = _load_cells(run_dir / "cells.jsonl", notices)
+    cells = _union_cells(cells, results)
+    results = _drop_rows_of_unfinished(results, cells, notices)
+    return Run(meta, cells, results, notices)
+
+
+def _load_results(path: Path, notices: list[str]) -> pd.DataFrame:
+    if not path.is_file():
+        notices.append(f"{path.name} not found: no results yet.")
+        return _typed_results(pd.DataFrame({c: pd.Series(dtype=object) for c in RESULT_COLUMNS}), path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame({c: pd.Series(dtype=object) for c in RESULT_COLUMNS})
+    missing = [c for c in RESULT_COLUMNS if c not in df.columns]
+    if missing:
+        raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
+    df = _typed_results(df[RESULT_COLUMNS].fillna(""), path)
+    other = df[~df["metric"].isin(KNOWN_METRICS)]
+    if len(other):
+        kinds = sorted({f"{i}/{m}" for i, m in zip(other["iou_type"], other["metric"])})
+        notices.append(f"Not tabulated: {len(other)} row(s) of other metrics ({', '.join(kinds)}).")
+    df = df[df["metric"].isin(KNOWN_METRICS)]
+    split = (df["category"] != "all") & (df["metric"] != "AP")
+    if split.any():
+        notices.append(f"Not tabulated: {int(split.sum())} per-class row(s) of metrics other than AP.")
+        df = df[~split]
+    dup = df.duplicated(KEY + ["iou_type", "metric", "category"], keep="last")
+    if dup.any():
+        notices.append(f"{path.name}: {int(dup.sum())} duplicate row(s); the last of each was used.")
+    return df[~dup].reset_index(drop=True)
+
+
+def _typed_results(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    df = df.astype({c: object for c in df.columns})
+    df["severity"] = _numeric(df["severity"], path, "severity", float)
+    df["seed"] = _numeric(df["seed"], path, "seed", int)
+    df["value"] = _numeric(df["value"], path, "value", float, allow_empty=True)
+    negative = df["value"] < 0
+    df.loc[negative, "note"] = [n or "COCO reported -1 (nothing to evaluate)" for n in df.loc[negative, "note"]]
+    df.loc[negative, "value"] = np.nan
+    return df
+
+
+def _numeric(col: pd.Series, path: Path, name: str, kind: type, allow_empty: bool = False) -> pd.Series:
+    out = []
+    for i, raw in enumerate(col.tolist()):
+        text = "" if raw is None else str(raw).strip()
+        if text == "" and allow_empty:
+            out.append(math.nan)
+            continue
+        try:
+            number = float(text)
+            if kind is int:
+                if not number.is_integer():
+                    raise ValueError
+                number = int(number)
+        except ValueError:
+            raise HarnessError(f"{path}: row {i + 2}: {name} {text!r} is not a number") from None
+        out.append(number)
+    return pd.Series(out, index=col.index, dtype=float if kind is float else "int64")
+
+
+def _load_cells(path: Path, notices: list[str]) -> pd.DataFrame:
+    records: list[dict[str, Any]] = []
+    if not path.is_file():
+        notices.append(f"{path.name} not found: cell status taken from results rows.")
+    else:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise ValueError("not an object")
+            except ValueError as e:
+                if n == len(lines):
+                    notices.append(f"{path.name}: unreadable last line ignored (run interrupted while writing?).")
+                    continue
+                raise HarnessError(f"{path}: line {n}: not a JSON object ({e})") from None
+            absent = [k for k in ["cell", *KEY] if k not in rec]
+            if absent:
+                raise HarnessError(f"{path}: line {n}: missing key(s) {', '.join(absent)}")
+            records.append(rec)
+    df = pd.DataFrame(records, columns=["cell", *KEY, "status", "error"]).astype(object)
+    df["severity"] = _numeric(df["severity"], path, "severity", float)
+    df["seed"] = _numeric(df["seed"], path, "seed", int)
+    df["status"] = [s if isinstance(s, str) and s else "pending" for s in df["status"]]
+    df["cell"] = df["cell"].astype(str)
+    return df.drop_duplicates("cell", keep="last").reset_index(drop=True)
+
+
+def _union_cells(cells: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """Cells that only appear in results.csv count as done, so their rows are still shown."""
+    from_results = results.drop_duplicates(KEY)[["cell", *KEY]].assign(status="done", error=None)
+    merged = pd.concat([cells, from_results], ignore_index=True).drop_duplicates(KEY, keep="first")
+    for col in ["segmenter", "profile", "adapter", "degradation", "cell"]:
+        merged[col] = merged[col].fillna("").astype(str)
+    return merged.reset_index(drop=True)
+
+
+def _drop_rows_of_unfinished(results: pd.DataFrame, cells: pd.DataFrame, notices: list[str]) -> pd.DataFrame:
+    status = results.merge(cells[KEY + ["status"]], on=KEY, how="left")["status"]
+    stale = (status != "done").to_numpy()
+    if stale.any():
+        notices.append(f"{int(stale.sum())} result row(s) belong to cells not marked done and are not tabulated.")
+    return results[~stale].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- entries and aggregation
+
+
+def _entries(run: Run, iou: str, pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """One row per (cell, metric, category): its value, or why it has none (kind, text)."""
+    wanted = pd.DataFrame(pairs, columns=["metric", "category"])
+    grid = run.cells.merge(wanted, how="cross")
+    rows = run.results[run.results["iou_type"] == iou][KEY + ["metric", "category", "value", "note"]]
+    df = grid.merge(rows.assign(has_row=True), on=KEY + ["metric", "category"], how="left")
+    kinds, texts = [], []
+    columns = zip(df["status"], df["has_row"], df["value"], df["note"], df["metric"])
+    for status, has_row, value, note, metric in columns:
+        if status != "done":
+            kinds.append(status)
+            texts.append(_status_note(status))
+        elif not _flag(has_row):
+            kinds.append(MISSING)
+            texts.append(f"no {metric} row in results.csv for this cell")
+        elif pd.isna(value):
+            kinds.append(MISSING)
+            texts.append(str(note).strip() if isinstance(note, str) and note.strip() else "no value reported")
+        else:
+            kinds.append("")
+            texts.append("")
+    return df.assign(kind=kinds, reason=texts)
+
+
+def _flag(x: Any) -> bool:
+    """A merge indicator column: True where the right side matched (NaN elsewhere)."""
+    return bool(pd.notna(x) and x)
+
+
+def _has_reason(kind: Any) -> bool:
+    return isinstance(kind, str) and kind != ""
+
+
+def _status_note(status: str) -> str:
+    if status == "failed":
+        return "failed seed(s) excluded; errors are listed under Failed cells"
+    return f"{status} seed(s) excluded"
+
+
+@dataclass(frozen=True)
+class Agg:
+    text: str
+    notes: tuple[str, ...] = ()
+
+
+def _aggregate(group: pd.DataFrame, n_seeds: int, signed: bool = False) -> Agg:
+    """Mean ± standard error over seeds; a shortfall of seeds is shown as (n=k) with the reasons."""
+    values = [float(v) for v, k in zip(group["value"], group["kind"]) if not _has_reason(k)]
+    reasons = [(k, r) for k, r in zip(group["kind"], group["reason"]) if _has_reason(k)]
+    notes = tuple(dict.fromkeys(r for _, r in reasons))
+    if not values:
+        kinds = {k for k, _ in reasons}
+        if len(kinds) == 1 and MISSING not in kinds:
+            return Agg(kinds.pop())
+        return Agg("—", notes)
+    text = _fmt(100 * float(np.mean(values)), signed)
+    if len(values) > 1:
+        text += f" ± {100 * float(np.std(values, ddof=1)) / math.sqrt(len(values)):.1f}"
+    if len(values) < n_seeds or reasons:
+        text += f" (n={len(values)})"
+    return Agg(text, notes)
+
+
+def _fmt(x: float, signed: bool) -> str:
+    text = f"{x:+.1f}" if signed else f"{x:.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
+
+
+def _aggregate_by(df: pd.DataFrame, by: list[str], n_seeds: int, signed: bool = False) -> pd.Series:
+    aggs = {key: _aggregate(g, n_seeds, signed) for key, g in df.groupby(by, sort=False, dropna=False)}
+    index = pd.MultiIndex.from_tuples(list(aggs), names=by)
+    return pd.Series(list(aggs.values()), index=index, dtype=object)
+
+
+# ---------------------------------------------------------------- ordering and labels
+
+
+def _row_order(rows: Iterable[tuple]) -> list[tuple]:
+    return sorted(set(rows), key=lambda r: (r[0], r[1], r[2] != IDENTITY, r[2]))
+
+
+def _setting_order(settings: Iterable[tuple]) -> list[tuple]:
+    return sorted(set(settings), key=lambda s: (s[0] != "none", s[0], s[1]))
+
+
+def _setting_label(degradation: str, severity: float) -> str:
+    if degradation == "none" and severity == 0:
+        return "clean"
+    return f"{degradation} s{_num(severity)}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _segmenter_label(segmenter: str, profile: str) -> str:
+    return f"{segmenter} ({profile})" if profile else segmenter
+
+
+def _esc(text: Any) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _seed_phrase(seeds: list[int]) -> str:
+    if len(seeds) == 1:
+        return "single seed"
+    return f"mean ± s.e. over {len(seeds)} seeds"
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def _md_table(header: list[str], rows: list[list[str]], n_left: int) -> list[str]:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        padded = [c.ljust(w) if i < n_left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) if i < n_left else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+    return [line(header), rule] + [line(r) for r in rows]
+
+
+def _grid(table: pd.DataFrame, col_labels: list[str]) -> list[str]:
+    """A pivoted frame of Agg (index = ROW) as a table, with its notes numbered under it."""
+    notes: dict[str, int] = {}
+    body = []
+    for (segmenter, profile, adapter), aggs in table.iterrows():
+        cells = [_esc(_segmenter_label(segmenter, profile)), _esc(adapter)]
+        for agg in aggs:
+            if not isinstance(agg, Agg):
+                cells.append("")
+                continue
+            marks = [notes.setdefault(n, len(notes) + 1) for n in agg.notes]
+            cells.append(agg.text + (f" [{','.join(map(str, marks))}]" if marks else ""))
+        body.append(cells)
+    out = _md_table(["Segmenter", "Adapter", *map(_esc, col_labels)], body, n_left=2) + [""]
+    if notes:
+        out += [f"- [{i}] {_esc(n)}" for n, i in notes.items()] + [""]
+    return out
+
+
+def _pivot(aggs: pd.Series, columns: list[str] | str, rows: list[tuple], cols: list) -> pd.DataFrame:
+    table = aggs.unstack(columns)
+    return table.reindex(index=pd.MultiIndex.from_tuples(rows, names=ROW), columns=cols)
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _provenance(run: Run) -> list[str]:
+    meta = run.meta
+    dataset = meta.get("dataset") or {}
+    versions = meta.get("versions") or {}
+    names = [k for k in VERSION_ORDER if k in versions] + sorted(k for k in versions if k not in VERSION_ORDER)
+    status = run.cells["status"].value_counts()
+    counts = meta.get("cells") or {}
+    total = max(len(run.cells), int(counts.get("total") or 0))
+    done, failed = int(status.get("done", 0)), int(status.get("failed", 0))
+    profiles = sorted(p for p in run.cells["profile"].unique() if p)
+    fingerprint = _esc(dataset.get("fingerprint", "unknown"))
+    return [
+        f"- **Run:** {_esc(meta.get('name', 'unknown'))}",
+        f"- **Config hash:** `{_esc(meta.get('config_hash', 'unknown'))}`",
+        f"- **Dataset:** {_esc(dataset.get('name', 'unknown'))} (fingerprint `{fingerprint}`)",
+        f"- **Profile(s):** {_esc(', '.join(profiles) or 'unknown')}",
+        f"- **Versions:** {_esc(', '.join(f'{k} {versions[k]}' for k in names) or 'unknown')}",
+        f"- **Created:** {_esc(meta.get('created') or 'unknown')}",
+        f"- **Finished:** {_esc(meta.get('finished') or 'not finished (partial run)')}",
+        f"- **Cells:** {done} done, {failed} failed, {total - done - failed} pending, {total} total",
+        f"- **Seeds:** {', '.join(map(str, run.seeds)) or 'none'}",
+        "",
+        "Values are COCO AP ×100. With several seeds a cell reads mean ± standard error (ddof=1); "
+        "(n=k) marks a cell averaged over fewer seeds, with the reason in a numbered note under the table.",
+        "",
+    ]
+
+
+def _iou_types(run: Run) -> list[str]:
+    present = set(run.results["iou_type"].unique())
+    if not present:
+        return list(IOU_ORDER)
+    return [i for i in IOU_ORDER if i in present] + sorted(present - set(IOU_ORDER))
+
+
+def _iou_section(run: Run, iou: str) -> list[str]:
+    if run.cells.empty:
+        return [f"## {IOU_TITLES.get(iou, iou)}", "", "No cells in this run.", ""]
+    seeds = run.seeds
+    rows = _row_order(run.cells[ROW].itertuples(index=False, name=None))
+    settings = _setting_order(run.cells[SETTING].itertuples(index=False, name=None))
+    labels = [_setting_label(*s) for s in settings]
+    out = [f"## {IOU_TITLES.get(iou, iou)}", ""]
+    for metric in MAIN_METRICS:
+        aggs = _aggregate_by(_entries(run, iou, [(metric, "all")]), ROW + SETTING, len(seeds))
+        out += [f"### {metric} — {iou}, ×100, {_seed_phrase(seeds)}", ""]
+        out += _grid(_pivot(aggs, SETTING, rows, settings), labels)
+    out += _delta_section(run, iou, rows, settings, labels)
+    out += [f"### AP by object size — {iou}, ×100, {_seed_phrase(seeds)}", ""]
+    scale = _entries(run, iou, [(m, "all") for m in SCALE_METRICS])
+    for setting, label in zip(settings, labels):
+        sub = scale[(scale["degradation"] == setting[0]) & (scale["severity"] == setting[1])]
+        aggs = _aggregate_by(sub, ROW + ["metric"], len(seeds))
+        out += [f"#### {label}", ""]
+        out += _grid(_pivot(aggs, "metric", rows, list(SCALE_METRICS)), [SCALE_LABELS[m] for m in SCALE_METRICS])
+    out += _class_section(run, iou, rows, settings, labels)
+    return out
+
+
+def _delta_section(run: Run, iou: str, rows: list[tuple], settings: list[tuple], labels: list[str]) -> list[str]:
+    seeds = run.seeds
+    out = [f"### ΔAP vs {IDENTITY} — {iou}, ×100, paired by seed, {_seed_phrase(seeds)}", ""]
+    others = [r for r in rows if r[2] != IDENTITY]
+    if not others:
+        return out + ["No adapter other than `identity` in this run, so there is nothing to compare.", ""]
+    with_identity = {r[:2] for r in rows if r[2] == IDENTITY}
+    lacking = sorted({r[:2] for r in others} - with_identity)
+    if lacking:
+        names = ", ".join(_segmenter_label(*s) for s in lacking)
+        out += [f"No `identity` adapter run for {_esc(names)}: no deltas for it.", ""]
+    compared = [r for r in others if r[:2] in with_identity]
+    if not compared:
+        return out
+    entries = _entries(run, iou, [("AP", "all")])
+    pair_on = ["segmenter", "profile", "degradation", "severity", "seed"]
+    base = entries[entries["adapter"] == IDENTITY][pair_on + ["value", "kind", "reason"]].assign(paired=True)
+    df = entries[entries["adapter"] != IDENTITY].merge(base, on=pair_on, how="left", suffixes=("", "_id"))
+    paired = zip(df["value"], df["kind"], df["reason"], df["paired"], df["value_id"], df["kind_id"], df["reason_id"])
+    values, kinds, reasons = zip(*(_difference(*p) for p in paired)) if len(df) else ((), (), ())
+    df = df.assign(value=list(values), kind=list(kinds), reason=list(reasons))
+    keep = set(compared)
+    df = df[[r in keep for r in df[ROW].itertuples(index=False, name=None)]]
+    aggs = _aggregate_by(df, ROW + SETTING, len(seeds), signed=True)
+    return out + _grid(_pivot(aggs, SETTING, compared, settings), labels)
+
+
+def _difference(v: float, k: Any, r: Any, paired: Any, v0: float, k0: Any, r0: Any) -> tuple[float, str, str]:
+    """One seed's adapter-minus-identity AP, or why it cannot be formed."""
+    if _has_reason(k):
+        return math.nan, k, r
+    if not _flag(paired):
+        return math.nan, MISSING, "no identity cell for this seed"
+    if _has_reason(k0):
+        return math.nan, MISSING, f"identity: {r0}"
+    return v - v0, "", ""
+
+
+def _class_section(run: Run, iou: str, rows: list[tuple], settings: list[tuple], labels: list[str]) -> list[str]:
+    out = [f"### Per-class AP — {iou}, ×100, {_seed_phrase(run.seeds)}", ""]
+    res = run.results
+    per_class = (res["iou_type"] == iou) & (res["metric"] == "AP") & (res["category"] != "all")
+    classes = sorted(set(res.loc[per_class, "category"]))
+    if not classes:
+        return out + ["No per-class rows for this IoU type.", ""]
+    entries = _entries(run, iou, [("AP", c) for c in classes])
+    for setting, label in zip(settings, labels):
+        sub = entries[(entries["degradation"] == setting[0]) & (entries["severity"] == setting[1])]
+        aggs = _aggregate_by(sub, ROW + ["category"], len(run.seeds))
+        out += [f"#### {label}", ""]
+        out += _grid(_pivot(aggs, "category", rows, classes), classes)
+    return out
+
+
+def _failed_section(run: Run) -> list[str]:
+    failed = run.cells[run.cells["status"] == "failed"]
+    out = ["## Failed cells", ""]
+    if failed.empty:
+        return out + ["No failed cells.", ""]
+    ordered = sorted(
+        failed.itertuples(index=False),
+        key=lambda c: (c.segmenter, c.profile, c.adapter != IDENTITY, c.adapter, c.degradation != "none",
+                       c.degradation, c.severity, c.seed, c.cell),
+    )
+    body = [
+        [
+            f"`{_esc(c.cell)}`",
+            _esc(_segmenter_label(c.segmenter, c.profile)),
+            _esc(c.adapter),
+            _esc(_setting_label(c.degradation, c.severity)),
+            str(c.seed),
+            _esc(c.error) if isinstance(c.error, str) and c.error.strip() else "(no error message)",
+        ]
+        for c in ordered
+    ]
+    return out + _md_table(["Cell", "Segmenter", "Adapter", "Setting", "Seed", "Error"], body, n_left=6) + [""]
