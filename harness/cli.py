@@ -1,0 +1,256 @@
+"""`harness` command line. Every user error is one line naming the file or key, with exit code 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import HarnessError
+
+
+def _params(pairs: list[str] | None) -> dict[str, Any]:
+    """``--param key=value`` (value parsed as YAML, so numbers and lists work)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise HarnessError(f"--param {pair}: expected key=value")
+        key, value = pair.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _registry(args):
+    from harness.registry import default_registry
+
+    return default_registry(strict=args.strict)
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_plugins(args) -> int:
+    reg = _registry(args)
+    entries = [e.as_dict() for e in reg.listing()]
+    errors = [e.as_dict() for e in reg.errors]
+    if args.json:
+        print(json.dumps({"plugins": entries, "errors": errors}, indent=1))
+        return 0
+    from tabulate import tabulate
+
+    print(tabulate([[e["kind"], e["name"], e["version"], e["origin"], e["summary"]] for e in entries],
+                   headers=["kind", "name", "version", "origin", "summary"]))
+    for err in errors:
+        print(f"load error: {err['origin']}: {err['error']}", file=sys.stderr)
+    return 0
+
+
+def cmd_data_prepare(args) -> int:
+    common = dict(size=args.size, val_fraction=args.val_fraction, seed=args.seed, progress=not args.quiet)
+    v_mean = None if args.v_mean in (None, "none") else float(args.v_mean)
+    if args.format == "neu-seg":
+        from harness.data.neu_seg import prepare_neu_seg
+
+        summary = prepare_neu_seg(args.inputs[0], args.out, v_mean=108.0 if args.v_mean is None else v_mean, **common)
+    elif args.format == "masks":
+        from harness.data.masks import prepare_masks
+
+        if len(args.inputs) != 2 or not args.classes:
+            raise HarnessError("data prepare masks: needs IMAGES MASKS and --classes a,b,c")
+        summary = prepare_masks(args.inputs[0], args.inputs[1], args.classes.split(","), args.out, v_mean=v_mean,
+                                test_fraction=args.test_fraction, **common)
+    else:
+        from harness.data.roboflow import find_roboflow_splits, prepare_coco
+
+        if len(args.inputs) == 2:
+            sources = {"train": (Path(args.inputs[0]), Path(args.inputs[1]))}
+        elif len(args.inputs) == 1:
+            sources = find_roboflow_splits(args.inputs[0])
+        else:
+            raise HarnessError("data prepare coco: needs ROBOFLOW_ROOT, or COCO_JSON IMAGES")
+        summary = prepare_coco(sources, args.out, v_mean=v_mean, test_fraction=args.test_fraction, **common)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def cmd_data_generate(args) -> int:
+    from harness.data.synthetic import generate_synthetic
+
+    summary = generate_synthetic(args.out, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
+                                 size=args.size, seed=args.seed, progress=not args.quiet)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def cmd_degrade(args) -> int:
+    from harness.degrade import degrade_folder
+
+    plugin = _registry(args).create("degradation", args.name, _params(args.param))
+    n = degrade_folder(plugin, args.severity, args.seed, args.in_dir, args.out_dir, progress=not args.quiet,
+                       workers=args.workers)
+    print(f"{n} images degraded with {args.name} severity {args.severity} seed {args.seed} -> {args.out_dir}")
+    return 0
+
+
+def cmd_train_segmenter(args) -> int:
+    plugin = _registry(args).create("segmenter", args.name, _params(args.param))
+    plugin.check_profile(args.profile) if not plugin.config.get("config") else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plugin.train(Path(args.data), out, args.profile, args.seed, args.init)
+    print(f"model written to {out}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from harness.data.coco import image_records
+
+    plugin = _registry(args).create("segmenter", args.name, _params(args.param))
+    records = image_records(args.data, args.split)[: args.limit or None]
+    root = Path(args.images) if args.images else Path(args.data)
+    plugin.predict(Path(args.model), records, root, Path(args.out), progress=not args.quiet)
+    print(f"{len(records)} images predicted -> {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from harness.evaluation import evaluate, summary_table
+
+    rows = evaluate(args.gt, args.pred)
+    print(json.dumps(rows, indent=1) if args.json else summary_table(rows))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from harness import config, matrix
+    from harness.cache import Store
+
+    reg = _registry(args)
+    cfg = config.load(args.config, registry=reg)
+    if args.limit is not None:
+        cfg.limit = args.limit
+    out = Path(args.out) if args.out else matrix.default_run_dir(cfg)
+    summary = matrix.run(cfg, reg, out=out, store=Store(args.cache), progress=not args.quiet)
+    c = summary["cells"]
+    print(f"run {out}: {c['done']}/{c['total']} cells done, {c['failed']} failed; "
+          f"{summary['computed']} stages computed in {summary['seconds']:.1f} s")
+    if args.leaderboard:
+        from harness.leaderboard import write
+
+        print(f"leaderboard -> {write(out, args.leaderboard)}")
+    return 1 if c["failed"] else 0
+
+
+def cmd_leaderboard(args) -> int:
+    from harness.leaderboard import write
+
+    print(f"leaderboard -> {write(args.run_dir, args.out, args.title)}")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description=__doc__)
+    p.add_argument("--strict", action="store_true", help="a plugin that fails to load is an error")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("plugins", help="list installed plugins and load errors")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_plugins)
+
+    data = sub.add_parser("data", help="prepare or generate datasets").add_subparsers(dest="data_cmd", required=True)
+    s = data.add_parser("prepare", help="convert a dataset into the harness layout (COCO JSON + PNG)")
+    s.add_argument("format", choices=["neu-seg", "coco", "masks"])
+    s.add_argument("inputs", nargs="+", help="neu-seg: ROOT; coco: ROBOFLOW_ROOT or JSON IMAGES; masks: IMAGES MASKS")
+    s.add_argument("--out", required=True)
+    s.add_argument("--size", type=int, help="resize so the longer side is N px (annotations follow)")
+    s.add_argument("--val-fraction", type=float, default=0.1)
+    s.add_argument("--test-fraction", type=float, default=0.2, help="masks/coco without a test split")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--v-mean", help="domain-A brightness: HSV V mean per image (neu-seg default 108; 'none' = off)")
+    s.add_argument("--classes", help="masks: class names for ids 1..K, comma-separated")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_data_prepare)
+    s = data.add_parser("generate", help="generate a dataset")
+    s.add_argument("kind", choices=["synthetic"])
+    s.add_argument("--out", required=True)
+    s.add_argument("--n-train", type=int, default=120)
+    s.add_argument("--n-val", type=int, default=20)
+    s.add_argument("--n-test", type=int, default=40)
+    s.add_argument("--size", type=int, default=128)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_data_generate)
+
+    s = sub.add_parser("degrade", help="apply a degradation plugin to a folder of images")
+    s.add_argument("name")
+    s.add_argument("in_dir")
+    s.add_argument("out_dir")
+    s.add_argument("--severity", type=int, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--param", action="append", metavar="KEY=VALUE")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_degrade)
+
+    train = sub.add_parser("train", help="train a plugin").add_subparsers(dest="train_cmd", required=True)
+    s = train.add_parser("segmenter")
+    s.add_argument("name")
+    s.add_argument("--data", required=True, help="prepared dataset folder")
+    s.add_argument("--profile", default="cpu")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--init", help="checkpoint path or URL to start from (e.g. COCO weights)")
+    s.add_argument("--param", action="append", metavar="KEY=VALUE")
+    s.set_defaults(func=cmd_train_segmenter)
+
+    s = sub.add_parser("predict", help="predict a split with a trained segmenter -> COCO results JSON")
+    s.add_argument("name")
+    s.add_argument("--model", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--split", default="test")
+    s.add_argument("--images", help="folder mirroring the dataset's file names (e.g. degraded images)")
+    s.add_argument("--limit", type=int)
+    s.add_argument("--out", required=True)
+    s.add_argument("--param", action="append", metavar="KEY=VALUE")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("evaluate", help="COCO metrics of predictions against ground truth")
+    s.add_argument("gt")
+    s.add_argument("pred")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("run", help="run a matrix config (cached, resumable)")
+    s.add_argument("config")
+    s.add_argument("--out", help="run folder (default runs/<name>-<config hash>)")
+    s.add_argument("--limit", type=int, help="evaluate only the first N images")
+    s.add_argument("--cache", help="stage cache (default $HARNESS_CACHE or ~/.cache/harness/stages)")
+    s.add_argument("--leaderboard", help="also write the leaderboard markdown here")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("leaderboard", help="render a run folder as leaderboard markdown")
+    s.add_argument("run_dir")
+    s.add_argument("--out", required=True)
+    s.add_argument("--title")
+    s.set_defaults(func=cmd_leaderboard)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted; finished stages are kept in the cache, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

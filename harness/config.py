@@ -1,0 +1,189 @@
+"""The matrix YAML: schema, defaults and validation (every error names the file and the key)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import HarnessError
+from harness.hashing import stable_hash
+
+#: every top-level key, with its default (None = required) and meaning; docs are generated from this
+KEYS: dict[str, tuple[Any, str]] = {
+    "name": ("run", "run name: leaderboard title and run-folder prefix"),
+    "dataset": (None, "prepared dataset folder (`harness data prepare`), or {generate: synthetic, params: {...}}"),
+    "split": ("test", "split evaluated (its images are degraded and adapted)"),
+    "segmenters": (None, "list of segmenter entries: name, profile, params, init, label"),
+    "adapters": (["identity"], "list of adapter entries: name, params, label"),
+    "degradations": (["none"], "list of degradation entries: name, params, severities, label; `none` = clean domain A"),
+    "severities": ([3], "severities for degradations that do not list their own"),
+    "seeds": ([0], "training seeds; one cell per seed"),
+    "data_seed": (0, "seed of the degradation noise (a function of image, plugin, severity and this seed)"),
+    "limit": (None, "evaluate only the first N images of the split (quick looks; part of every key)"),
+}
+ENTRY_KEYS = {
+    "segmenters": {"name", "label", "params", "profile", "init"},
+    "adapters": {"name", "label", "params"},
+    "degradations": {"name", "label", "params", "severities"},
+}
+KIND_OF = {"segmenters": "segmenter", "adapters": "adapter", "degradations": "degradation"}
+
+
+@dataclass
+class Entry:
+    kind: str
+    name: str
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)
+    profile: str | None = None
+    init: str | None = None
+    severities: list[int] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class MatrixConfig:
+    path: Path
+    raw: dict[str, Any]
+    name: str
+    dataset: Any
+    split: str
+    segmenters: list[Entry]
+    adapters: list[Entry]
+    degradations: list[Entry]
+    seeds: list[int]
+    data_seed: int
+    limit: int | None
+
+    @property
+    def hash(self) -> str:
+        return stable_hash({k: v for k, v in self.normalised().items() if k != "name"})
+
+    def normalised(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "dataset": self.dataset, "split": self.split,
+            "segmenters": [e.as_dict() for e in self.segmenters],
+            "adapters": [e.as_dict() for e in self.adapters],
+            "degradations": [e.as_dict() for e in self.degradations],
+            "seeds": self.seeds, "data_seed": self.data_seed, "limit": self.limit,
+        }
+
+
+def load(path: str | Path, registry=None) -> MatrixConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise HarnessError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse(raw, path, registry)
+
+
+def parse(raw: Any, path: Path, registry=None) -> MatrixConfig:
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{path}: expected a mapping of keys at the top level")
+    unknown = sorted(set(raw) - set(KEYS))
+    if unknown:
+        raise HarnessError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(KEYS)})")
+    for key, (default, _) in KEYS.items():
+        if default is None and key not in ("limit",) and raw.get(key) is None:
+            raise HarnessError(f"{path}: missing required key '{key}'")
+    get = lambda k: raw.get(k, KEYS[k][0])  # noqa: E731
+    severities = _int_list(get("severities"), path, "severities")
+    cfg = MatrixConfig(
+        path=path, raw=raw, name=str(get("name")), dataset=_dataset(get("dataset"), path),
+        split=str(get("split")),
+        segmenters=_entries(get("segmenters"), "segmenters", path, None),
+        adapters=_entries(get("adapters"), "adapters", path, None),
+        degradations=_entries(get("degradations"), "degradations", path, severities),
+        seeds=_int_list(get("seeds"), path, "seeds"),
+        data_seed=_int(get("data_seed"), path, "data_seed"),
+        limit=None if get("limit") is None else _int(get("limit"), path, "limit"),
+    )
+    if registry is not None:
+        check_plugins(cfg, registry)
+    return cfg
+
+
+def _dataset(value: Any, path: Path) -> Any:
+    if isinstance(value, str):
+        return str(Path(value).expanduser())
+    if isinstance(value, dict) and set(value) <= {"generate", "params"} and "generate" in value:
+        if value["generate"] != "synthetic":
+            raise HarnessError(f"{path}: dataset.generate: unknown generator '{value['generate']}' (known: synthetic)")
+        if not isinstance(value.get("params", {}), dict):
+            raise HarnessError(f"{path}: dataset.params: expected a mapping")
+        return {"generate": "synthetic", "params": value.get("params", {})}
+    raise HarnessError(f"{path}: dataset: expected a folder path or {{generate: synthetic, params: {{...}}}}")
+
+
+def _entries(value: Any, key: str, path: Path, severities: list[int] | None) -> list[Entry]:
+    if not isinstance(value, list) or not value:
+        raise HarnessError(f"{path}: {key}: expected a non-empty list")
+    out: list[Entry] = []
+    for i, item in enumerate(value):
+        where = f"{path}: {key}[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or "name" not in item:
+            raise HarnessError(f"{where}: expected a name or a mapping with 'name'")
+        bad = sorted(set(item) - ENTRY_KEYS[key])
+        if bad:
+            raise HarnessError(f"{where}: unknown key '{bad[0]}' (known: {', '.join(sorted(ENTRY_KEYS[key]))})")
+        params = item.get("params") or {}
+        if not isinstance(params, dict):
+            raise HarnessError(f"{where}.params: expected a mapping")
+        entry = Entry(kind=KIND_OF[key], name=str(item["name"]), label=str(item.get("label", item["name"])),
+                      params=params)
+        if key == "segmenters":
+            entry.profile = str(item.get("profile", "cpu"))
+            entry.init = item.get("init")
+        if key == "degradations":
+            entry.severities = ([0] if entry.name == "none"
+                                else _int_list(item.get("severities", severities), path, f"{key}[{i}].severities"))
+        out.append(entry)
+    labels = [e.label for e in out]
+    dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dupes:
+        raise HarnessError(f"{path}: {key}: label '{dupes[0]}' used twice; give each variant its own 'label'")
+    return out
+
+
+def check_plugins(cfg: MatrixConfig, registry) -> None:
+    """Fail before any work if a plugin name, parameter, profile or severity is wrong."""
+    for key in ("segmenters", "adapters", "degradations"):
+        for i, entry in enumerate(getattr(cfg, key)):
+            if entry.kind == "degradation" and entry.name == "none":
+                continue
+            where = f"{cfg.path}: {key}[{i}]"
+            try:
+                plugin = registry.create(entry.kind, entry.name, entry.params)
+                if entry.kind == "segmenter":
+                    plugin.check_profile(entry.profile)
+                if entry.kind == "degradation":
+                    bad = [s for s in entry.severities if s not in plugin.severities]
+                    if bad:
+                        raise HarnessError(f"severity {bad[0]} not in {list(plugin.severities)}")
+            except HarnessError as exc:
+                raise HarnessError(f"{where}: {exc}") from None
+
+
+def _int(value: Any, path: Path, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HarnessError(f"{path}: {key}: expected an integer, got {value!r}")
+    return value
+
+
+def _int_list(value: Any, path: Path, key: str) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise HarnessError(f"{path}: {key}: expected a list of integers")
+    return [_int(v, path, key) for v in value]

@@ -1,0 +1,230 @@
+"""Expands a matrix config into stages and cells, runs the missing stages, writes the run folder.
+
+Run folder (named by the config's content hash unless ``--out`` is given)::
+
+    run.json      provenance: config + hash, dataset fingerprint, package versions, counts
+    config.yaml   the config as given
+    cells.jsonl   one line per cell: its labels, status and error
+    results.csv   tidy metric rows of every finished cell (what `harness leaderboard` reads)
+
+Finished stages live in the shared cache, so rerunning, extending or resuming a run recomputes only
+what is missing; the run folder is rewritten (atomically) after every cell.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.cache import Store
+from harness.config import Entry, MatrixConfig
+from harness.errors import HarnessError
+from harness.hashing import stable_hash
+from harness.stages import Context, Stage, execute
+
+RESULT_COLUMNS = ["cell", "segmenter", "profile", "adapter", "degradation", "severity", "seed",
+                  "iou_type", "metric", "category", "value", "note"]
+CELL_COLUMNS = ["segmenter", "profile", "adapter", "degradation", "severity", "seed"]
+
+
+@dataclass
+class Cell:
+    labels: dict[str, Any]
+    final: str  # key of the evaluate stage
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        self.id = self.id or stable_hash({"labels": self.labels, "final": self.final}, 12)
+
+
+@dataclass
+class Plan:
+    stages: dict[str, Stage] = field(default_factory=dict)  # insertion order is a topological order
+    cells: list[Cell] = field(default_factory=list)
+    context: Context | None = None
+    dataset: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, stage: Stage) -> str:
+        self.stages.setdefault(stage.key, stage)
+        return stage.key
+
+    def upstream(self, key: str) -> list[str]:
+        """All stages ``key`` depends on, itself included, in dependency order."""
+        seen: list[str] = []
+
+        def walk(k: str) -> None:
+            for dep in self.stages[k].inputs.values():
+                walk(dep)
+            if k not in seen:
+                seen.append(k)
+
+        walk(key)
+        return seen
+
+
+def _identity(registry, entry: Entry) -> dict[str, Any]:
+    return registry.create(entry.kind, entry.name, entry.params).identity()
+
+
+def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Plan:
+    p = Plan(context=Context(cache=str(store.root), progress=progress))
+    if isinstance(cfg.dataset, dict):
+        from harness.data.synthetic import generate_synthetic  # noqa: F401 - fail early if missing
+        data = p.add(Stage("dataset", {"generator": "synthetic", "version": 1, "params": cfg.dataset["params"]}))
+        p.dataset = {"name": "synthetic", "path": str(store.path("dataset", data)), "fingerprint": data}
+    else:
+        from harness.data.coco import dataset_fingerprint
+
+        folder = Path(cfg.dataset)
+        if not folder.is_dir():
+            raise HarnessError(f"{cfg.path}: dataset: folder {folder} not found (run `harness data prepare` first)")
+        fingerprint = dataset_fingerprint(folder)
+        data = p.add(Stage("source", {"fingerprint": fingerprint}))
+        p.context.sources[data] = str(folder.resolve())
+        p.dataset = {"name": _dataset_name(folder), "path": str(folder.resolve()), "fingerprint": fingerprint}
+
+    view = {"split": cfg.split, "limit": cfg.limit}
+    for seg in cfg.segmenters:
+        seg_id = _identity(registry, seg)
+        for seed in cfg.seeds:
+            model = p.add(Stage("train", {"segmenter": seg_id, "profile": seg.profile, "seed": seed,
+                                          "init": seg.init}, {"data": data}))
+            for deg in cfg.degradations:
+                for severity in deg.severities:
+                    if deg.name == "none":
+                        images = data
+                    else:
+                        images = p.add(Stage("degrade", {"degradation": _identity(registry, deg), "severity": severity,
+                                                         "data_seed": cfg.data_seed, **view},
+                                             {"data": data, "images": data}))
+                    for ad in cfg.adapters:
+                        adapted = p.add(Stage("adapt", {"adapter": _identity(registry, ad), **view},
+                                              {"data": data, "images": images}))
+                        preds = p.add(Stage("predict", {"segmenter": seg_id, **view},
+                                            {"data": data, "model": model, "images": adapted}))
+                        final = p.add(Stage("evaluate", dict(view), {"data": data, "predictions": preds}))
+                        p.cells.append(Cell({"segmenter": seg.label, "profile": seg.profile, "adapter": ad.label,
+                                             "degradation": deg.label if deg.name != "none" else "none",
+                                             "severity": severity, "seed": seed}, final))
+    return p
+
+
+def _dataset_name(folder: Path) -> str:
+    meta = folder / "dataset.json"
+    if meta.is_file():
+        try:
+            info = json.loads(meta.read_text())
+            return str(info.get("name") or info.get("source", {}).get("kind") or folder.name)
+        except (json.JSONDecodeError, AttributeError):
+            pass
+    return folder.name
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("harness", "torch", "torchvision", "mmdet", "mmcv", "mmengine", "pycocotools", "numpy", "opencv-python",
+                 "opencv-python-headless"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def default_run_dir(cfg: MatrixConfig) -> Path:
+    return Path("runs") / f"{cfg.name}-{cfg.hash[:10]}"
+
+
+def run(cfg: MatrixConfig, registry, out: Path | None = None, store: Store | None = None, progress: bool = True,
+        on_event: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Compute every missing stage (cells in order); a failing stage fails only the cells that need it."""
+    from tqdm import tqdm
+
+    store = store or Store()
+    out = Path(out) if out else default_run_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    p = plan(cfg, registry, store, progress)
+    say = on_event or (lambda msg: tqdm.write(msg))
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    if cfg.path.is_file() and cfg.path.resolve() != (out / "config.yaml").resolve():
+        shutil.copyfile(cfg.path, out / "config.yaml")
+
+    status: dict[str, dict[str, Any]] = {}
+    cell_state = {c.id: {"status": "pending", "error": None} for c in p.cells}
+    _write_run(out, cfg, p, cell_state, created, None)
+    bar = tqdm(p.cells, desc="cells", unit="cell", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(" ".join(f"{v}" for v in cell.labels.values()), refresh=False)
+        error = None
+        for key in p.upstream(cell.final):
+            if key not in status:
+                stage = p.stages[key]
+                if stage.kind not in ("source",) and not store.done(stage.kind, key) and progress:
+                    say(f"[{stage.kind}] {key}")
+                status[key] = execute(stage.to_dict(), p.context.to_dict())
+                if status[key]["status"] == "failed":
+                    _log_failure(out, status[key])
+            if status[key]["status"] == "failed":
+                kind = p.stages[key].kind
+                error = status[key]["error"] if key == cell.final else f"{kind} stage failed: {status[key]['error']}"
+                break
+        cell_state[cell.id] = {"status": "failed" if error else "done", "error": error}
+        if error:
+            say(f"cell {cell.id} failed: {error}")
+        _write_run(out, cfg, p, cell_state, created, None)
+    bar.close()
+    finished = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    summary = _write_run(out, cfg, p, cell_state, created, finished)
+    summary["computed"] = sum(1 for s in status.values() if s["status"] == "done")
+    summary["seconds"] = sum(s["seconds"] for s in status.values())
+    return summary
+
+
+def _log_failure(out: Path, result: dict[str, Any]) -> None:
+    if result.get("traceback"):
+        (out / "errors").mkdir(exist_ok=True)
+        (out / "errors" / f"{result['key']}.log").write_text(result["traceback"])
+
+
+def _write_run(out: Path, cfg: MatrixConfig, p: Plan, cell_state: dict[str, dict], created: str,
+               finished: str | None) -> dict[str, Any]:
+    store = p.context.store()
+    rows: list[dict[str, Any]] = []
+    cells: list[dict[str, Any]] = []
+    for cell in p.cells:
+        state = cell_state[cell.id]
+        cells.append({"cell": cell.id, **cell.labels, **state})
+        if state["status"] == "done":
+            metrics = json.loads((store.path("evaluate", cell.final) / "metrics.json").read_text())
+            for r in metrics:
+                rows.append({"cell": cell.id, **cell.labels, **r})
+    counts = {"total": len(p.cells), "done": sum(c["status"] == "done" for c in cells),
+              "failed": sum(c["status"] == "failed" for c in cells)}
+    run_info = {"name": cfg.name, "config_hash": cfg.hash, "config": cfg.normalised(), "created": created,
+                "finished": finished, "versions": versions(), "dataset": p.dataset, "cells": counts,
+                "cache": str(store.root)}
+    _atomic_text(out / "run.json", json.dumps(run_info, indent=1, default=str) + "\n")
+    _atomic_text(out / "cells.jsonl", "".join(json.dumps(c, default=str) + "\n" for c in cells))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({**r, "value": "" if r.get("value") is None else repr(float(r["value"]))})
+    _atomic_text(out / "results.csv", buf.getvalue())
+    return run_info
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,170 @@
+"""Stages: plain, serialisable units of work, and the function that runs one.
+
+A stage is (kind, spec, inputs). Its key hashes the kind, the spec (plugin name, version and params,
+profile, seed, split...) and the *keys* of its inputs, never paths, so the same work done from another
+folder or machine lands on the same key. ``execute`` needs only a stage dict and a context dict, which
+is what lets an executor run stages in another process or on a cluster node that sees the cache.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.cache import Store
+from harness.errors import HarnessError
+from harness.hashing import stable_hash
+
+KINDS = ("source", "dataset", "train", "degrade", "adapt", "predict", "evaluate")
+
+
+@dataclass
+class Stage:
+    kind: str
+    spec: dict[str, Any]
+    inputs: dict[str, str] = field(default_factory=dict)
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown stage kind {self.kind!r}")
+        if not self.key:
+            self.key = f"{self.kind}-{stable_hash({'kind': self.kind, 'spec': self.spec, 'inputs': self.inputs})}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Stage":
+        return cls(**d)
+
+
+@dataclass
+class Context:
+    """Where things are (not part of any key): the cache root and the folders of source datasets."""
+
+    cache: str
+    sources: dict[str, str] = field(default_factory=dict)
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def store(self) -> Store:
+        return Store(self.cache)
+
+    def location(self, key: str) -> Path:
+        if key in self.sources:
+            return Path(self.sources[key])
+        return self.store().path(key.split("-", 1)[0], key)
+
+
+def execute(stage_dict: dict[str, Any], context_dict: dict[str, Any]) -> dict[str, Any]:
+    """Run one stage unless its output exists; return {key, status, seconds, error}."""
+    stage, ctx = Stage.from_dict(stage_dict), Context(**context_dict)
+    store = ctx.store()
+    if stage.kind == "source" or store.done(stage.kind, stage.key):
+        return {"key": stage.key, "status": "cached", "seconds": 0.0, "error": None}
+    start = time.perf_counter()
+    try:
+        with store.writing(stage.kind, stage.key, {"stage": stage.to_dict()},
+                           keep_partial=stage.kind == "train") as out:
+            RUNNERS[stage.kind](stage, ctx, out)
+            (out / "seconds.txt").write_text(f"{time.perf_counter() - start:.3f}\n")
+    except HarnessError as exc:
+        return {"key": stage.key, "status": "failed", "seconds": time.perf_counter() - start, "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the matrix
+        return {"key": stage.key, "status": "failed", "seconds": time.perf_counter() - start,
+                "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    return {"key": stage.key, "status": "done", "seconds": time.perf_counter() - start, "error": None}
+
+
+# -- one runner per stage kind ------------------------------------------------------------------
+def _plugin(kind: str, identity: dict[str, Any]):
+    from harness.registry import default_registry
+
+    registry = default_registry()
+    cls = registry.get(kind, identity["name"])
+    if str(cls.version) != str(identity["version"]):
+        raise HarnessError(f"{kind} '{identity['name']}' is version {cls.version}, stage wants {identity['version']}")
+    return cls(**identity["params"])
+
+
+def _records(ctx: Context, stage: Stage) -> list[dict[str, Any]]:
+    from harness.data.coco import image_records
+
+    records = image_records(ctx.location(stage.inputs["data"]), stage.spec["split"])
+    limit = stage.spec.get("limit")
+    return records[:limit] if limit else records
+
+
+def _generate(stage: Stage, ctx: Context, out: Path) -> None:
+    from harness.data.synthetic import generate_synthetic
+
+    generate_synthetic(out, progress=ctx.progress, **stage.spec["params"])
+
+
+def _train(stage: Stage, ctx: Context, out: Path) -> None:
+    spec = stage.spec
+    plugin = _plugin("segmenter", spec["segmenter"])
+    plugin.train(ctx.location(stage.inputs["data"]), out, spec["profile"], spec["seed"], spec.get("init"))
+
+
+def _map_images(stage: Stage, ctx: Context, out: Path, fn, desc: str) -> None:
+    """Apply ``fn(image, record)`` to every evaluated image, mirroring the dataset's file names."""
+    from tqdm import tqdm
+
+    from harness.imageio import read_image, write_image
+
+    src = ctx.location(stage.inputs["images"])
+    for rec in tqdm(_records(ctx, stage), desc=desc, unit="img", leave=False, disable=not ctx.progress):
+        image = read_image(src / rec["file_name"])
+        result = fn(image, rec)
+        if not isinstance(result, np.ndarray) or result.dtype != np.uint8 or result.shape != image.shape:
+            got = f"{getattr(result, 'shape', None)} {getattr(result, 'dtype', type(result).__name__)}"
+            raise HarnessError(f"{desc}: {rec['file_name']}: returned {got}, expected {image.shape} uint8")
+        write_image(out / rec["file_name"], result)
+
+
+def _degrade(stage: Stage, ctx: Context, out: Path) -> None:
+    from harness.degrade import degrade_image
+
+    spec = stage.spec
+    plugin = _plugin("degradation", spec["degradation"])
+    _map_images(stage, ctx, out,
+                lambda im, rec: degrade_image(plugin, im, Path(rec["file_name"]).stem, spec["severity"],
+                                              spec["data_seed"]),
+                f"degrade {plugin.name} s{spec['severity']}")
+
+
+def _adapt(stage: Stage, ctx: Context, out: Path) -> None:
+    plugin = _plugin("adapter", stage.spec["adapter"])
+    fit = stage.inputs.get("fit")
+    plugin.load(ctx.location(fit) if fit else None)
+    _map_images(stage, ctx, out, lambda im, rec: plugin.adapt(im), f"adapt {plugin.name}")
+
+
+def _predict(stage: Stage, ctx: Context, out: Path) -> None:
+    plugin = _plugin("segmenter", stage.spec["segmenter"])
+    plugin.predict(ctx.location(stage.inputs["model"]), _records(ctx, stage), ctx.location(stage.inputs["images"]),
+                   out / "predictions.json", progress=ctx.progress)
+
+
+def _evaluate(stage: Stage, ctx: Context, out: Path) -> None:
+    from harness.data.coco import load_split, write_json_atomic
+    from harness.evaluation import evaluate
+
+    gt = load_split(ctx.location(stage.inputs["data"]), stage.spec["split"])
+    keep = {r["id"] for r in _records(ctx, stage)}
+    gt = {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
+          "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
+    rows = evaluate(gt, ctx.location(stage.inputs["predictions"]) / "predictions.json")
+    write_json_atomic(out / "metrics.json", rows)
+
+
+RUNNERS = {"dataset": _generate, "train": _train, "degrade": _degrade, "adapt": _adapt,
+           "predict": _predict, "evaluate": _evaluate}

@@ -1,0 +1,217 @@
+"""MMDetection Mask R-CNN as a harness segmenter.
+
+The model is a config file under ``configs/mmdet/`` (one per profile); this module only fills in the
+data, the number of classes and the schedule overrides, runs mmengine's Runner, and exports a slim
+checkpoint (weights + config) that loads under ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.interfaces import Segmenter
+
+CONFIG_DIR = Path(os.environ.get("HARNESS_CONFIGS", Path(__file__).resolve().parents[2] / "configs")) / "mmdet"
+PROFILE_CONFIGS = {
+    "seed": "mask-rcnn_r50_fpn_seed.py",
+    "cpu": "mask-rcnn_r18_fpn_gn_cpu.py",
+    "tiny": "mask-rcnn_tiny.py",
+}
+
+
+class MMDetMaskRCNN(Segmenter):
+    """Mask R-CNN (MMDetection 3.3); the model is a config file, one per profile."""
+
+    name = "mmdet-mask-rcnn"
+    version = "1"
+    profiles = {
+        "seed": "R50-FPN, the seed's schedule: SGD lr 0.00025, batch 4, 5000 it, 640 px (GPU; wants --init COCO)",
+        "cpu": "R18-FPN + GroupNorm from scratch, 3000 it at 200 px: <= 60 min on 2 CPU cores",
+        "tiny": "quarter-width R18-FPN, 300 it at 128 px: the embedded demo and tests",
+    }
+    params = {
+        "config": None,       # a user's own MMDetection config file, replacing the profile's
+        "max_iters": None,    # override the profile's schedule length (tests, quick looks)
+        "batch_size": None,
+        "device": "auto",     # auto | cpu | cuda | cuda:N
+        "threads": None,      # torch CPU threads; default: all cores
+        "score_thr": 0.05,
+        "predict_batch": 8,
+    }
+
+    # -- config --------------------------------------------------------------------------------
+    def config_path(self, profile: str) -> Path:
+        if self.config["config"]:
+            path = Path(self.config["config"])
+        else:
+            self.check_profile(profile)
+            path = CONFIG_DIR / PROFILE_CONFIGS[profile]
+        if not path.is_file():
+            raise HarnessError(f"{path}: MMDetection config not found (set HARNESS_CONFIGS to the configs/ folder)")
+        return path
+
+    def build_config(self, profile: str, data_dir: Path, classes: list[str], work_dir: Path, seed: int,
+                     init: str | None):
+        from mmengine.config import Config
+
+        cfg = Config.fromfile(str(self.config_path(profile)))
+        cfg.work_dir = str(work_dir)
+        cfg.randomness = dict(seed=seed, deterministic=False)
+        ds = cfg.train_dataloader.dataset
+        ds.data_root = str(data_dir)
+        ds.ann_file = "train.json"
+        ds.data_prefix = dict(img="")
+        ds.metainfo = dict(classes=tuple(classes))
+        cfg.model.roi_head.bbox_head.num_classes = len(classes)
+        cfg.model.roi_head.mask_head.num_classes = len(classes)
+        if self.config["max_iters"]:
+            _rescale_schedule(cfg, int(self.config["max_iters"]))
+        if self.config["batch_size"]:
+            cfg.train_dataloader.batch_size = int(self.config["batch_size"])
+        cfg.load_from = init
+        cfg.resume = False
+        for key in ("val_dataloader", "val_evaluator", "val_cfg", "test_dataloader", "test_evaluator", "test_cfg"):
+            cfg.pop(key, None)
+        cfg.default_hooks.checkpoint.max_keep_ckpts = 1
+        cfg.default_hooks.checkpoint.save_last = True
+        return cfg
+
+    # -- training ------------------------------------------------------------------------------
+    def train(self, data_dir: Path, out_dir: Path, profile: str, seed: int, init: str | None = None) -> None:
+        from harness.checkpoints import allow_mmengine_checkpoints
+        from harness.data.coco import load_coco
+
+        _setup_torch(self.config["threads"])
+        allow_mmengine_checkpoints()
+        from mmdet.utils import register_all_modules
+        from mmengine.runner import Runner
+
+        register_all_modules(init_default_scope=True)
+        data_dir, out_dir = Path(data_dir), Path(out_dir)
+        classes = [c["name"] for c in sorted(load_coco(data_dir / "train.json")["categories"], key=lambda c: c["id"])]
+        work_dir = out_dir / "work"
+        cfg = self.build_config(profile, data_dir, classes, work_dir, seed, init)
+        cfg.device = _device(self.config["device"])
+        if (work_dir / "last_checkpoint").is_file():
+            cfg.resume = True  # an interrupted training continues from its last checkpoint
+            cfg.load_from = None
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+        self._export(runner.model, cfg, classes, out_dir)
+
+    def _export(self, model, cfg, classes: list[str], out_dir: Path) -> None:
+        import torch
+
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save({"state_dict": state, "meta": {"classes": list(classes), "harness_segmenter": self.name}},
+                   out_dir / "model.pth")
+        cfg.dump(str(out_dir / "config.py"))
+        (out_dir / "classes.json").write_text(json.dumps(classes))
+
+    # -- prediction ----------------------------------------------------------------------------
+    def load_model(self, model_dir: Path):
+        from harness import checkpoints
+
+        _setup_torch(self.config["threads"])
+        from mmdet.utils import register_all_modules
+        from mmdet.registry import MODELS
+        from mmengine.config import Config
+
+        register_all_modules(init_default_scope=True)
+        model_dir = Path(model_dir)
+        cfg = Config.fromfile(str(model_dir / "config.py"))
+        cfg.model.test_cfg.rcnn.score_thr = float(self.config["score_thr"])
+        model = MODELS.build(cfg.model)
+        ckpt = checkpoints.load(model_dir / "model.pth")
+        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+        if missing or unexpected:
+            raise HarnessError(f"{model_dir / 'model.pth'}: weights do not fit config.py "
+                               f"(missing {len(missing)}, unexpected {len(unexpected)})")
+        model.cfg = cfg
+        model.to(_device(self.config["device"])).eval()
+        return model, cfg
+
+    def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path,
+                progress: bool = True) -> None:
+        import torch
+        from mmcv.transforms import Compose
+        from mmengine.dataset import pseudo_collate
+        from pycocotools import mask as mask_utils
+        from tqdm import tqdm
+
+        from harness.data.coco import write_json_atomic
+
+        model, cfg = self.load_model(model_dir)
+        pipeline = Compose(cfg.test_pipeline)
+        classes = json.loads((Path(model_dir) / "classes.json").read_text())
+        results: list[dict[str, Any]] = []
+        batch = max(1, int(self.config["predict_batch"]))
+        bar = tqdm(total=len(images), desc="predict", unit="img", disable=not progress)
+        with torch.inference_mode():
+            for start in range(0, len(images), batch):
+                chunk = images[start:start + batch]
+                data = []
+                for rec in chunk:
+                    path = Path(image_root) / rec["file_name"]
+                    if not path.is_file():
+                        raise HarnessError(f"{path}: image not found")
+                    data.append(pipeline(dict(img_path=str(path), img_id=rec["id"])))
+                for rec, sample in zip(chunk, model.test_step(pseudo_collate(data))):
+                    results.extend(_to_coco(rec["id"], sample.pred_instances, mask_utils, len(classes)))
+                bar.update(len(chunk))
+        bar.close()
+        write_json_atomic(out_json, results)
+
+
+def _to_coco(image_id: int, inst, mask_utils, num_classes: int) -> list[dict[str, Any]]:
+    boxes = inst.bboxes.cpu().numpy()
+    scores = inst.scores.cpu().numpy()
+    labels = inst.labels.cpu().numpy()
+    masks = inst.masks.cpu().numpy().astype(np.uint8) if "masks" in inst else None
+    out = []
+    for i in range(len(scores)):
+        x1, y1, x2, y2 = (float(v) for v in boxes[i])
+        rec = {"image_id": int(image_id), "category_id": int(labels[i]) + 1,
+               "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+               "score": round(float(scores[i]), 5)}
+        if masks is not None:
+            rle = mask_utils.encode(np.asfortranarray(masks[i]))
+            rle["counts"] = rle["counts"].decode("ascii")
+            rec["segmentation"] = rle
+        out.append(rec)
+    return out
+
+
+def _rescale_schedule(cfg, max_iters: int) -> None:
+    """Shorten or lengthen a schedule while keeping its shape (warm-up and decay scale with it)."""
+    old = cfg.train_cfg.max_iters
+    cfg.train_cfg.max_iters = max_iters
+    for sched in cfg.param_scheduler:
+        for key in ("begin", "end", "T_max"):
+            if key in sched:
+                sched[key] = max(1 if key != "begin" else 0, round(sched[key] * max_iters / old))
+    hooks = cfg.default_hooks
+    hooks.checkpoint.interval = min(hooks.checkpoint.interval, max_iters)
+    hooks.logger.interval = max(1, min(hooks.logger.interval, max_iters // 5 or 1))
+
+
+def _device(setting: str) -> str:
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+def _setup_torch(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    logging.getLogger("mmengine").setLevel(logging.WARNING)
