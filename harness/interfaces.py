@@ -88,7 +88,8 @@ class Segmenter(Plugin):
         """Train on ``data_dir/train.json`` (and ``val.json`` if present); leave the model in ``out_dir``."""
         raise NotImplementedError
 
-    def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path) -> None:
+    def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path,
+                progress: bool = True) -> None:
         """Write COCO results (``image_id``, ``category_id``, ``bbox``, ``score``, RLE ``segmentation``)
         for ``images`` (COCO image records whose ``file_name`` is relative to ``image_root``)."""
         raise NotImplementedError

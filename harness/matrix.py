@@ -151,8 +151,8 @@ def run(cfg: MatrixConfig, registry, out: Path | None = None, store: Store | Non
 
     store = store or Store()
     out = Path(out) if out else default_run_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
     p = plan(cfg, registry, store, progress)
+    out.mkdir(parents=True, exist_ok=True)
     say = on_event or (lambda msg: tqdm.write(msg))
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     if cfg.path.is_file() and cfg.path.resolve() != (out / "config.yaml").resolve():

@@ -98,26 +98,28 @@ class Registry:
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 if impl.plugin_name == pname:
                     try:
-                        impl.function(register=lambda cls, k=kind: self._register(k, cls, origin))
+                        impl.function(register=lambda cls, k=kind, h=hook_name: self._register(k, cls, origin, h))
                     except Exception as exc:  # noqa: BLE001
                         self._fail(f"{origin} [{hook_name}]", exc)
 
-    def _register(self, kind: str, cls: type, origin: str) -> None:
+    def _register(self, kind: str, cls: type, origin: str, hook_name: str) -> None:
         base = KINDS[kind][1]
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise HarnessError(f"registered {cls!r} is not a subclass of {base.__module__}.{base.__name__}")
         if not cls.name:
             raise HarnessError(f"{cls.__qualname__} has no 'name'")
         key = (kind, cls.name)
-        if key in self.entries:
-            raise HarnessError(f"{kind} '{cls.name}' is already registered by {self.entries[key].origin}")
+        if key in self.entries:  # reported, and the rest of the same hook still registers
+            self._fail(f"{origin} [{hook_name}]",
+                       HarnessError(f"{kind} '{cls.name}' is already registered by {self.entries[key].origin}"))
+            return
         summary = cls.summary or (cls.__doc__ or "").strip().split("\n")[0]
         self.entries[key] = Entry(kind, cls.name, str(cls.version), origin, cls, summary)
 
     def _fail(self, origin: str, exc: BaseException) -> None:
         if self.strict:
             raise HarnessError(f"plugin {origin}: {type(exc).__name__}: {exc}") from exc
-        self.errors.append(LoadError(origin, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        self.errors.append(LoadError(origin, f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc))))
 
     # -- lookup ----------------------------------------------------------------------------------
     def names(self, kind: str) -> list[str]:

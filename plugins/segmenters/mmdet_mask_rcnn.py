@@ -104,6 +104,7 @@ class MMDetMaskRCNN(Segmenter):
         runner = Runner.from_cfg(cfg)
         runner.train()
         self._export(runner.model, cfg, classes, out_dir)
+        (out_dir / "train_stats.json").write_text(json.dumps(_train_stats(runner), indent=1))
 
     def _export(self, model, cfg, classes: list[str], out_dir: Path) -> None:
         import torch
@@ -186,6 +187,18 @@ def _to_coco(image_id: int, inst, mask_utils, num_classes: int) -> list[dict[str
             rec["segmentation"] = rle
         out.append(rec)
     return out
+
+
+def _train_stats(runner) -> dict[str, Any]:
+    """Seconds per iteration from mmengine's own timer (first iterations excluded: warm-up costs)."""
+    stats: dict[str, Any] = {"iters": runner.iter}
+    hub = runner.message_hub
+    if "train/time" in hub.log_scalars:
+        times = np.asarray(hub.log_scalars["train/time"].data[0], dtype=float)
+        steady = times[min(5, len(times) // 2):]
+        stats.update(s_per_iter=float(steady.mean()), s_per_iter_median=float(np.median(steady)),
+                     timed_iters=int(len(steady)))
+    return stats
 
 
 def _rescale_schedule(cfg, max_iters: int) -> None:

@@ -1,0 +1,101 @@
+"""Test doubles registered like any third-party plugin (``HARNESS_PLUGINS=tests.fake_plugins``).
+
+``threshold`` is a real, if crude, classical segmenter: fast, deterministic and image-dependent, so a
+matrix run exercises every stage end to end (and degradations move its metrics) without torch.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from harness.data.coco import encode_mask, image_records, write_json_atomic
+from harness.hookspecs import hookimpl
+from harness.imageio import read_image
+from harness.interfaces import Adapter, Segmenter
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def _deviation(image: np.ndarray) -> np.ndarray:
+    """Absolute difference from the image median after light smoothing (suppresses grain)."""
+    smooth = cv2.GaussianBlur(_gray(image).astype(np.float32), (5, 5), 1.0)
+    return np.abs(smooth - float(np.median(smooth)))
+
+
+class ThresholdSegmenter(Segmenter):
+    """Defects = pixels far from the image median (robust MAD threshold learned on train)."""
+
+    name = "threshold"
+    version = "1"
+    profiles = {"tiny": "MAD threshold + connected components; a fraction of a second"}
+    params = {"k": 4.0, "min_area": 6, "sleep": 0.0}
+
+    def train(self, data_dir: Path, out_dir: Path, profile: str, seed: int, init: str | None = None) -> None:
+        self.check_profile(profile)
+        mads = []
+        for rec in image_records(data_dir, "train"):
+            dev = _deviation(read_image(rec["path"]))
+            mads.append(float(np.median(dev)))
+        threshold = float(self.config["k"]) * 1.4826 * float(np.median(mads))
+        write_json_atomic(Path(out_dir) / "model.json",
+                          {"threshold": threshold, "min_area": int(self.config["min_area"]), "seed": seed})
+
+    def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path) -> None:
+        model = json.loads((Path(model_dir) / "model.json").read_text())
+        if self.config["sleep"]:
+            time.sleep(float(self.config["sleep"]))
+        results = []
+        for rec in images:
+            dev = _deviation(read_image(Path(image_root) / rec["file_name"]))
+            fg = (dev > model["threshold"]).astype(np.uint8)
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+            for i in range(1, n):
+                x, y, w, h, area = (int(v) for v in stats[i])
+                if area < model["min_area"]:
+                    continue
+                mask = (labels == i).astype(np.uint8)
+                fill = area / float(w * h)
+                category = 3 if fill < 0.35 or max(w, h) > 0.4 * fg.shape[1] else (2 if area > 150 else 1)
+                score = float(min(1.0, dev[labels == i].mean() / (3 * model["threshold"])))
+                results.append({"image_id": rec["id"], "category_id": category, "score": round(score, 6),
+                                "bbox": [x, y, w, h], "segmentation": encode_mask(mask)})
+        write_json_atomic(out_json, results)
+
+
+class Smooth(Adapter):
+    """Median filter: a cheap denoiser, so 'adapted' images really differ from the input."""
+
+    name = "smooth"
+    version = "1"
+    params = {"ksize": 3}
+
+    def adapt(self, image: np.ndarray) -> np.ndarray:
+        return cv2.medianBlur(image, int(self.config["ksize"]))
+
+
+class Explode(Adapter):
+    """Raises on every image: the failing cell of the failure-isolation tests."""
+
+    name = "explode"
+    version = "1"
+    params = {"message": "boom"}
+
+    def adapt(self, image: np.ndarray) -> np.ndarray:
+        raise RuntimeError(self.config["message"])
+
+
+@hookimpl
+def harness_register_segmenters(register):
+    register(ThresholdSegmenter)
+
+
+@hookimpl
+def harness_register_adapters(register):
+    register(Smooth)
+    register(Explode)
