@@ -80,6 +80,7 @@ class MMDetMaskRCNN(Segmenter):
             cfg.pop(key, None)
         cfg.default_hooks.checkpoint.max_keep_ckpts = 1
         cfg.default_hooks.checkpoint.save_last = True
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="WeightsOnlyCheckpointHook")]
         return cfg
 
     # -- training ------------------------------------------------------------------------------
@@ -93,6 +94,7 @@ class MMDetMaskRCNN(Segmenter):
         from mmengine.runner import Runner
 
         register_all_modules(init_default_scope=True)
+        _register_hooks()
         data_dir, out_dir = Path(data_dir), Path(out_dir)
         classes = [c["name"] for c in sorted(load_coco(data_dir / "train.json")["categories"], key=lambda c: c["id"])]
         work_dir = out_dir / "work"
@@ -187,6 +189,26 @@ def _to_coco(image_id: int, inst, mask_utils, num_classes: int) -> list[dict[str
             rec["segmentation"] = rle
         out.append(rec)
     return out
+
+
+def _register_hooks() -> None:
+    from mmengine.hooks import Hook
+    from mmengine.registry import HOOKS
+
+    if "WeightsOnlyCheckpointHook" in HOOKS.module_dict:
+        return
+
+    @HOOKS.register_module()
+    class WeightsOnlyCheckpointHook(Hook):
+        """Drops the logged-scalar history from resume checkpoints: under torch.save's pickle protocol 2
+        it needs ``builtins.getattr``, which would make any checkpoint able to run code if allow-listed.
+        Resuming only loses the smoothing window of the log."""
+
+        priority = "LOWEST"
+
+        def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+            if "message_hub" in checkpoint:
+                checkpoint["message_hub"]["log_scalars"] = {}
 
 
 def _train_stats(runner) -> dict[str, Any]:
