@@ -12,7 +12,7 @@ model = dict(
     rpn_head=dict(in_channels=fpn_ch, feat_channels=fpn_ch),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=fpn_ch),
-        bbox_head=dict(in_channels=fpn_ch, conv_out_channels=fpn_ch, fc_out_channels=256, norm_cfg=gn),
+        bbox_head=dict(in_channels=fpn_ch, fc_out_channels=256),
         mask_roi_extractor=dict(out_channels=fpn_ch),
         mask_head=dict(num_convs=2, in_channels=fpn_ch, conv_out_channels=fpn_ch, norm_cfg=gn)),
     train_cfg=dict(rpn_proposal=dict(nms_pre=500, max_per_img=200), rcnn=dict(sampler=dict(num=64))),
