@@ -105,12 +105,11 @@ def cmd_train_segmenter(args) -> int:
 
 def cmd_predict(args) -> int:
     from harness.data.coco import image_records
-    from harness.stages import predict_kwargs
 
     plugin = _registry(args).create("segmenter", args.name, _params(args.param))
     records = image_records(args.data, args.split)[: args.limit or None]
     root = Path(args.images) if args.images else Path(args.data)
-    plugin.predict(Path(args.model), records, root, Path(args.out), **predict_kwargs(plugin, not args.quiet))
+    plugin.predict(Path(args.model), records, root, Path(args.out), progress=not args.quiet)
     print(f"{len(records)} images predicted -> {args.out}")
     return 0
 

@@ -7,7 +7,6 @@ is what lets an executor run stages in another process or on a cluster node that
 """
 from __future__ import annotations
 
-import inspect
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -149,17 +148,10 @@ def _adapt(stage: Stage, ctx: Context, out: Path) -> None:
     _map_images(stage, ctx, out, lambda im, rec: plugin.adapt(im), f"adapt {plugin.name}")
 
 
-def predict_kwargs(plugin, progress: bool) -> dict[str, Any]:
-    """``progress`` is an optional extra: a plugin written to the documented ``predict`` signature lacks it."""
-    params = inspect.signature(plugin.predict).parameters
-    accepts = "progress" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-    return {"progress": progress} if accepts else {}
-
-
 def _predict(stage: Stage, ctx: Context, out: Path) -> None:
     plugin = _plugin("segmenter", stage.spec["segmenter"])
     plugin.predict(ctx.location(stage.inputs["model"]), _records(ctx, stage), ctx.location(stage.inputs["images"]),
-                   out / "predictions.json", **predict_kwargs(plugin, ctx.progress))
+                   out / "predictions.json", progress=ctx.progress)
 
 
 def _evaluate(stage: Stage, ctx: Context, out: Path) -> None:

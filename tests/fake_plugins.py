@@ -46,7 +46,8 @@ class ThresholdSegmenter(Segmenter):
         write_json_atomic(Path(out_dir) / "model.json",
                           {"threshold": threshold, "min_area": int(self.config["min_area"]), "seed": seed})
 
-    def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path) -> None:
+    def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path,
+                progress: bool = True) -> None:
         model = json.loads((Path(model_dir) / "model.json").read_text())
         if self.config["sleep"]:
             time.sleep(float(self.config["sleep"]))
