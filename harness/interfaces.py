@@ -84,6 +84,11 @@ class Segmenter(Plugin):
                 f"segmenter '{self.name}': unknown profile '{profile}' (known: {', '.join(self.profiles)})"
             )
 
+    def model_fingerprint(self, profile: str) -> str | None:
+        """A hash of what defines the model beyond ``params`` (e.g. the config file a profile names), so that
+        editing it changes the training stage's cache key. None when ``params`` say it all."""
+        return None
+
     def train(self, data_dir: Path, out_dir: Path, profile: str, seed: int, init: str | None = None) -> None:
         """Train on ``data_dir/train.json`` (and ``val.json`` if present); leave the model in ``out_dir``."""
         raise NotImplementedError

@@ -94,10 +94,15 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
 
     view = {"split": cfg.split, "limit": cfg.limit}
     for seg in cfg.segmenters:
-        seg_id = _identity(registry, seg)
+        segmenter = registry.create(seg.kind, seg.name, seg.params)
+        seg_id = segmenter.identity()
+        model_fp = segmenter.model_fingerprint(seg.profile)
+        train_inputs = {"data": data}
+        if seg.init:
+            train_inputs["init"] = _init_source(p, seg.init, cfg.path)
         for seed in cfg.seeds:
             model = p.add(Stage("train", {"segmenter": seg_id, "profile": seg.profile, "seed": seed,
-                                          "init": seg.init}, {"data": data}))
+                                          "model": model_fp}, train_inputs))
             for deg in cfg.degradations:
                 for severity in deg.severities:
                     if deg.name == "none":
@@ -116,6 +121,22 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
                                              "degradation": deg.label if deg.name != "none" else "none",
                                              "severity": severity, "seed": seed}, final))
     return p
+
+
+def _init_source(p: Plan, init: str, config_path: Path) -> str:
+    """Initial weights enter keys by content (a local file's digest) or, for a URL, by the URL itself."""
+    from harness.hashing import file_digest
+
+    if "://" in init:
+        key = p.add(Stage("source", {"url": init}))
+        p.context.sources[key] = init
+        return key
+    path = Path(init).expanduser()
+    if not path.is_file():
+        raise HarnessError(f"{config_path}: segmenters: init checkpoint {path} not found")
+    key = p.add(Stage("source", {"fingerprint": file_digest(path)}))
+    p.context.sources[key] = str(path.resolve())
+    return key
 
 
 def _dataset_name(folder: Path) -> str:

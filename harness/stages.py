@@ -111,7 +111,8 @@ def _generate(stage: Stage, ctx: Context, out: Path) -> None:
 def _train(stage: Stage, ctx: Context, out: Path) -> None:
     spec = stage.spec
     plugin = _plugin("segmenter", spec["segmenter"])
-    plugin.train(ctx.location(stage.inputs["data"]), out, spec["profile"], spec["seed"], spec.get("init"))
+    init = ctx.sources.get(stage.inputs["init"]) if "init" in stage.inputs else None
+    plugin.train(ctx.location(stage.inputs["data"]), out, spec["profile"], spec["seed"], init)
 
 
 def _map_images(stage: Stage, ctx: Context, out: Path, fn, desc: str) -> None:

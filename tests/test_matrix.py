@@ -18,6 +18,7 @@ from conftest import ROOT, SYNTHETIC, matrix_config, subprocess_env, write_confi
 from harness import config, matrix
 from harness.cache import Store
 from harness.cli import main
+from harness.errors import HarnessError
 
 
 def load(tmp_path: Path, cfg: dict, name: str = "matrix.yaml") -> config.MatrixConfig:
@@ -118,7 +119,7 @@ def _harness_run(cfg: Path, cache: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "harness.cli", "run", str(cfg), "--cache", str(cache), "--out", str(out), "--quiet"]
 
 
-def _wait_for_done_cell(proc: subprocess.Popen, run_dir: Path, timeout: float = 60.0) -> None:
+def _wait_for_done_cell(proc: subprocess.Popen, run_dir: Path, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"run ended before it could be killed:\n{proc.stderr.read()}"
@@ -131,7 +132,7 @@ def _wait_for_done_cell(proc: subprocess.Popen, run_dir: Path, timeout: float = 
 
 def test_killed_run_resumes_to_the_same_results(registry, tmp_path):
     cfg_dict = matrix_config({"generate": "synthetic", "params": SYNTHETIC}, adapters=["identity", "smooth"],
-                             segmenters=[{"name": "threshold", "profile": "tiny", "params": {"sleep": 0.4}}])
+                             segmenters=[{"name": "threshold", "profile": "tiny", "params": {"sleep": 1.0}}])
     cfg_path = write_config(tmp_path / "slow.yaml", cfg_dict)
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
 
@@ -213,3 +214,19 @@ def test_stage_keys_do_not_depend_on_paths(registry, dataset, tmp_path):
                          "d.yaml"), registry, Store(tmp_path / "c1"), progress=False)
     changed = set(d.stages) - set(a.stages)
     assert {d.stages[k].kind for k in changed} == {"adapt", "predict", "evaluate"} and len(changed) == 6
+
+
+def test_initial_weights_enter_the_key_by_content(registry, dataset, tmp_path):
+    for name, payload in (("a.pth", b"weights-1"), ("b.pth", b"weights-1"), ("c.pth", b"weights-2")):
+        (tmp_path / name).write_bytes(payload)
+
+    def train_key(init: str) -> str:
+        seg = {"name": "threshold", "profile": "tiny", "init": init}
+        plan = matrix.plan(load(tmp_path, matrix_config(dataset, segmenters=[seg]), "x.yaml"), registry,
+                           Store(tmp_path / "c"), progress=False)
+        return next(k for k, s in plan.stages.items() if s.kind == "train")
+
+    assert train_key(str(tmp_path / "a.pth")) == train_key(str(tmp_path / "b.pth"))  # same bytes, other path
+    assert train_key(str(tmp_path / "a.pth")) != train_key(str(tmp_path / "c.pth"))
+    with pytest.raises(HarnessError, match="init checkpoint .*missing.pth not found"):
+        train_key(str(tmp_path / "missing.pth"))

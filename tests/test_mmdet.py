@@ -89,3 +89,15 @@ def test_exported_model_holds_only_tensors_and_plain_data(trained):
     _, _, root = trained
     ckpt = torch.load(root / "model" / "model.pth", weights_only=True)  # no allow-list needed
     assert ckpt["meta"]["classes"] == ["inclusion", "patches", "scratches"]
+
+
+def test_editing_the_model_config_changes_its_fingerprint(tmp_path):
+    """A cached model must not survive an edit of the config file that defines it (same path, new content)."""
+    from plugins.segmenters.mmdet_mask_rcnn import CONFIG_DIR
+
+    cfg = tmp_path / "model.py"
+    cfg.write_text(f"_base_ = '{CONFIG_DIR / 'mask-rcnn_tiny.py'}'\n")
+    before = MMDetMaskRCNN(config=str(cfg)).model_fingerprint("tiny")
+    cfg.write_text(cfg.read_text() + "model = dict(neck=dict(out_channels=32))\n")
+    assert MMDetMaskRCNN(config=str(cfg)).model_fingerprint("tiny") != before
+    assert MMDetMaskRCNN().model_fingerprint("cpu") != MMDetMaskRCNN().model_fingerprint("tiny")

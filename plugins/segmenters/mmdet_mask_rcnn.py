@@ -56,6 +56,14 @@ class MMDetMaskRCNN(Segmenter):
             raise HarnessError(f"{path}: MMDetection config not found (set HARNESS_CONFIGS to the configs/ folder)")
         return path
 
+    def model_fingerprint(self, profile: str) -> str:
+        """The resolved config (its _base_ chain included), not the file path, defines the model."""
+        from mmengine.config import Config
+
+        from harness.hashing import stable_hash
+
+        return stable_hash(Config.fromfile(str(self.config_path(profile))).to_dict())
+
     def build_config(self, profile: str, data_dir: Path, classes: list[str], work_dir: Path, seed: int,
                      init: str | None):
         from mmengine.config import Config
