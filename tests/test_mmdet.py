@@ -3,7 +3,6 @@ checkpoint safety under torch's weights_only loader."""
 from __future__ import annotations
 
 import json
-import pickle
 
 import pytest
 
@@ -80,7 +79,7 @@ def test_mmengine_checkpoint_loads_with_weights_only(trained):
 
 def test_checkpoint_with_foreign_object_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
-    torch.save({"state_dict": {"w": torch.zeros(2)}, "meta": Foreign()}, path, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "meta": Foreign()}, path)
     with pytest.raises(HarnessError, match="evil.pth: refused"):
         checkpoints.load(path)
 
