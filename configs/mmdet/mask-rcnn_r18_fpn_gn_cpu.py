@@ -8,7 +8,9 @@ _base_ = './mask-rcnn_r50_fpn.py'
 image_size = 200
 gn = dict(type='GN', num_groups=32, requires_grad=True)
 fpn_ch = 128
-max_iters = 3000
+# 2600 iterations: a step settles at ~1.24 s once the RPN proposes real positives (the first 50 take ~1.0 s),
+# so the schedule ends in ~54 min on an idle 2-core machine.
+max_iters = 2600
 
 model = dict(
     backbone=dict(depth=18, frozen_stages=-1, norm_cfg=gn, norm_eval=False, zero_init_residual=False),

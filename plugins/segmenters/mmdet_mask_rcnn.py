@@ -32,7 +32,7 @@ class MMDetMaskRCNN(Segmenter):
     version = "1"
     profiles = {
         "seed": "R50-FPN, the seed's schedule: SGD lr 0.00025, batch 4, 5000 it, 640 px (GPU; wants --init COCO)",
-        "cpu": "R18-FPN + GroupNorm from scratch, 3000 it at 200 px: <= 60 min on 2 CPU cores",
+        "cpu": "R18-FPN + GroupNorm from scratch, 2600 it at 200 px: <= 60 min on 2 CPU cores",
         "tiny": "quarter-width R18-FPN, 300 it at 128 px: the embedded demo and tests",
     }
     params = {
