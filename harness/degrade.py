@@ -14,10 +14,9 @@ from tqdm import tqdm
 
 from harness.errors import HarnessError
 from harness.hashing import seed_from
-from harness.imageio import read_image, write_image
+from harness.imageio import list_images, read_image, write_image
 from harness.interfaces import Degradation
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def image_rng(image_key: str, plugin: str, severity: int, seed: int,
@@ -67,11 +66,9 @@ def degrade_image(plugin: Degradation, image: np.ndarray, image_key: str, severi
     return out
 
 
-def list_images(in_dir: str | Path) -> list[Path]:
-    in_dir = Path(in_dir)
-    if not in_dir.is_dir():
-        raise HarnessError(f"{in_dir}: input folder not found")
-    files = sorted(p for p in in_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def unique_stem_images(in_dir: str | Path) -> list[Path]:
+    """Images of ``in_dir``; two files with one stem would both be written as ``<stem>.png``."""
+    files = list_images(in_dir)
     seen: dict[str, Path] = {}
     for p in files:
         if p.stem in seen:
@@ -92,12 +89,10 @@ def degrade_folder(plugin: Degradation, severity: int, seed: int, in_dir: str | 
     Output is PNG so the only compression artifacts are the ones the plugin chose. ``workers > 1``
     uses a process pool; results are identical because each image is seeded on its own.
     """
-    files = list_images(in_dir)
+    files = unique_stem_images(in_dir)
     out_dir = Path(out_dir)
     if out_dir.resolve() == Path(in_dir).resolve():
         raise HarnessError(f"{out_dir}: output folder must differ from the input folder")
-    if not files:
-        raise HarnessError(f"{in_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
     if isinstance(severity, bool) or severity not in plugin.severities:
         raise HarnessError(f"degradation '{plugin.name}': severity {severity} not in {severity_range(plugin.severities)}")
     jobs = [(plugin, severity, seed, src, out_dir / f"{src.stem}.png") for src in files]

@@ -10,6 +10,19 @@ import numpy as np
 
 from harness.errors import HarnessError
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted; a missing or image-less folder is an error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HarnessError(f"{folder}: image folder not found")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise HarnessError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
 
 def read_image(path: str | Path, grayscale_if_possible: bool = True) -> np.ndarray:
     """Read an image as uint8: HxW for grayscale content, HxWx3 (BGR) otherwise.

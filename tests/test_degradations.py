@@ -246,7 +246,7 @@ def test_degrade_folder_names_corrupt_input(tmp_path):
 
 
 def test_degrade_folder_rejects_bad_folders_and_severity(tmp_path):
-    with pytest.raises(HarnessError, match="input folder not found"):
+    with pytest.raises(HarnessError, match="image folder not found"):
         degrade_folder(Jpeg(), 1, 0, tmp_path / "missing", tmp_path / "out", progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(HarnessError, match="no images"):

@@ -17,9 +17,8 @@ import numpy as np
 from harness.data.coco import SPLITS, mask_to_annotation, write_json_atomic
 from harness.data.stats import laplacian_variance, normalize_v_mean, summarize
 from harness.errors import HarnessError
-from harness.imageio import read_image, write_image
+from harness.imageio import IMAGE_SUFFIXES, list_images, read_image, write_image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 FORMAT_VERSION = 1
 
 Instances = list[tuple[int, np.ndarray]]
@@ -109,15 +108,6 @@ def split_names(names: Sequence[str], fractions: dict[str, float], seed: int) ->
         start += count
     out["rest"] = sorted(names[i] for i in order[start:])
     return out
-
-
-def list_images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise HarnessError(f"{folder}: image folder not found")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise HarnessError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files
 
 
 def pair_masks(images: list[Path], masks_dir: Path) -> list[tuple[Path, Path]]:

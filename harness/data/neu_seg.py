@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.data.masks import class_map_sample, list_images, pair_masks, split_names, write_prepared
+from harness.data.masks import class_map_sample, pair_masks, split_names, write_prepared
+from harness.imageio import list_images
 from harness.errors import HarnessError
 
 NEU_CLASSES = ["inclusion", "patches", "scratches"]
