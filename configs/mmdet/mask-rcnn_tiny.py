@@ -1,10 +1,10 @@
-# Profile `tiny`: a few-minute Mask R-CNN for the embedded synthetic demo and the tests.
+# Profile `tiny`: a ~4-minute Mask R-CNN (0.25 s per step) for the embedded synthetic demo and the tests.
 # Same architecture family as `cpu` (ResNet-18 layout, GroupNorm, FPN) at a quarter of the width and 128-px input.
 _base_ = './mask-rcnn_r18_fpn_gn_cpu.py'
 image_size = 128
 gn = dict(type='GN', num_groups=8, requires_grad=True)
 fpn_ch = 64
-max_iters = 300
+max_iters = 1000
 
 model = dict(
     backbone=dict(base_channels=16, norm_cfg=gn),
@@ -34,7 +34,7 @@ train_dataloader = dict(batch_size=4, dataset=dict(pipeline=train_pipeline))
 train_cfg = dict(max_iters=max_iters)
 optim_wrapper = dict(optimizer=dict(lr=0.02))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters, T_max=max_iters - 50, eta_min=0.0002),
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=100),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=100, end=max_iters, T_max=max_iters - 100, eta_min=0.0002),
 ]
 default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=100))

@@ -33,7 +33,7 @@ class MMDetMaskRCNN(Segmenter):
     profiles = {
         "seed": "R50-FPN, the seed's schedule: SGD lr 0.00025, batch 4, 5000 it, 640 px (GPU; wants --init COCO)",
         "cpu": "R18-FPN + GroupNorm from scratch, 2600 it at 200 px: <= 60 min on 2 CPU cores",
-        "tiny": "quarter-width R18-FPN, 300 it at 128 px: the embedded demo and tests",
+        "tiny": "quarter-width R18-FPN, 1000 it at 128 px (~4 min on 2 cores): the embedded demo and tests",
     }
     params = {
         "config": None,       # a user's own MMDetection config file, replacing the profile's
