@@ -78,7 +78,6 @@ def _identity(registry, entry: Entry) -> dict[str, Any]:
 def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Plan:
     p = Plan(context=Context(cache=str(store.root), progress=progress))
     if isinstance(cfg.dataset, dict):
-        from harness.data.synthetic import generate_synthetic  # noqa: F401 - fail early if missing
         data = p.add(Stage("dataset", {"generator": "synthetic", "version": 1, "params": cfg.dataset["params"]}))
         p.dataset = {"name": "synthetic", "path": str(store.path("dataset", data)), "fingerprint": data}
     else:
