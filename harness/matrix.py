@@ -174,7 +174,8 @@ def run(cfg: MatrixConfig, registry, out: Path | None = None, store: Store | Non
     p = plan(cfg, registry, store, progress)
     out.mkdir(parents=True, exist_ok=True)
     say = on_event or (lambda msg: tqdm.write(msg))
-    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    created = _first_created(out / "run.json", cfg.hash) or now
     if cfg.path.is_file() and cfg.path.resolve() != (out / "config.yaml").resolve():
         shutil.copyfile(cfg.path, out / "config.yaml")
 
@@ -207,6 +208,15 @@ def run(cfg: MatrixConfig, registry, out: Path | None = None, store: Store | Non
     summary["computed"] = sum(1 for s in status.values() if s["status"] == "done")
     summary["seconds"] = sum(s["seconds"] for s in status.values())
     return summary
+
+
+def _first_created(run_json: Path, config_hash: str) -> str | None:
+    """A resumed or repeated run keeps the date its folder was first created for this config."""
+    try:
+        info = json.loads(run_json.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return info.get("created") if info.get("config_hash") == config_hash else None
 
 
 def _log_failure(out: Path, result: dict[str, Any]) -> None:

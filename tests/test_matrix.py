@@ -88,11 +88,14 @@ def test_rerun_computes_nothing_and_gives_identical_results(registry, dataset, t
     results, cells, stages = (run_dir / "results.csv").read_bytes(), (run_dir / "cells.jsonl").read_bytes(), \
         done_stages(store.root)
 
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "created": "2000-01-01T00:00:00+00:00"}))
     again = matrix.run(cfg, registry, out=run_dir, store=store, progress=False)
     assert first["computed"] > 0 and again["computed"] == 0
     assert (run_dir / "results.csv").read_bytes() == results
     assert (run_dir / "cells.jsonl").read_bytes() == cells
     assert done_stages(store.root) == stages
+    assert again["created"] == "2000-01-01T00:00:00+00:00"  # provenance keeps when the run was first made
 
 
 def test_adding_an_adapter_computes_only_its_cells(registry, dataset, tmp_path):
