@@ -52,12 +52,9 @@ def inference_speed(reg, model: Path, data: Path, work: Path, n: int) -> tuple[f
 
 
 def eval_speed(data: Path, preds: Path, n: int, repeats: int = 3) -> float:
-    from harness.data.coco import load_split
+    from harness.data.coco import first_images, load_split
 
-    gt = load_split(data, "test")
-    keep = {r["id"] for r in image_records(data, "test")[:n]}
-    gt = {**gt, "images": [i for i in gt["images"] if i["id"] in keep],
-          "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
+    gt = first_images(load_split(data, "test"), n)
     start = time.perf_counter()
     for _ in range(repeats):
         evaluate(gt, preds)

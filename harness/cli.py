@@ -95,7 +95,8 @@ def cmd_degrade(args) -> int:
 
 def cmd_train_segmenter(args) -> int:
     plugin = _registry(args).create("segmenter", args.name, _params(args.param))
-    plugin.check_profile(args.profile) if not plugin.config.get("config") else None
+    if not plugin.config.get("config"):  # a user's own config file replaces the profile
+        plugin.check_profile(args.profile)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plugin.train(Path(args.data), out, args.profile, args.seed, args.init)

@@ -92,6 +92,8 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
         p.dataset = {"name": _dataset_name(folder), "path": str(folder.resolve()), "fingerprint": fingerprint}
 
     view = {"split": cfg.split, "limit": cfg.limit}
+    deg_ids = {d.label: _identity(registry, d) for d in cfg.degradations if d.name != "none"}
+    ad_ids = {a.label: _identity(registry, a) for a in cfg.adapters}
     for seg in cfg.segmenters:
         segmenter = registry.create(seg.kind, seg.name, seg.params)
         seg_id = segmenter.identity()
@@ -107,11 +109,11 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
                     if deg.name == "none":
                         images = data
                     else:
-                        images = p.add(Stage("degrade", {"degradation": _identity(registry, deg), "severity": severity,
+                        images = p.add(Stage("degrade", {"degradation": deg_ids[deg.label], "severity": severity,
                                                          "data_seed": cfg.data_seed, **view},
                                              {"data": data, "images": data}))
                     for ad in cfg.adapters:
-                        adapted = p.add(Stage("adapt", {"adapter": _identity(registry, ad), **view},
+                        adapted = p.add(Stage("adapt", {"adapter": ad_ids[ad.label], **view},
                                               {"data": data, "images": images}))
                         preds = p.add(Stage("predict", {"segmenter": seg_id, **view},
                                             {"data": data, "model": model, "images": adapted}))

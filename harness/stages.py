@@ -156,13 +156,10 @@ def _predict(stage: Stage, ctx: Context, out: Path) -> None:
 
 
 def _evaluate(stage: Stage, ctx: Context, out: Path) -> None:
-    from harness.data.coco import load_split, write_json_atomic
+    from harness.data.coco import first_images, load_split, write_json_atomic
     from harness.evaluation import evaluate
 
-    gt = load_split(ctx.location(stage.inputs["data"]), stage.spec["split"])
-    keep = {r["id"] for r in _records(ctx, stage)}
-    gt = {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
-          "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
+    gt = first_images(load_split(ctx.location(stage.inputs["data"]), stage.spec["split"]), stage.spec.get("limit"))
     rows = evaluate(gt, ctx.location(stage.inputs["predictions"]) / "predictions.json")
     write_json_atomic(out / "metrics.json", rows)
 

@@ -110,6 +110,15 @@ def load_split(data_dir: str | Path, split: str) -> dict[str, Any]:
     return load_coco(Path(data_dir) / f"{split}.json")
 
 
+def first_images(coco: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    """The split restricted to its first ``limit`` images by id (the ones ``image_records`` lists first)."""
+    if not limit:
+        return coco
+    keep = {img["id"] for img in sorted(coco["images"], key=lambda im: im["id"])[:limit]}
+    return {**coco, "images": [im for im in coco["images"] if im["id"] in keep],
+            "annotations": [a for a in coco["annotations"] if a["image_id"] in keep]}
+
+
 def image_records(data_dir: str | Path, split: str) -> list[dict[str, Any]]:
     """Image entries of a split sorted by id, each with ``path`` (absolute) and its ``annotations``."""
     data_dir = Path(data_dir)
