@@ -51,23 +51,32 @@ class Degradation(Plugin):
 class Adapter(Plugin):
     """Maps a domain-B image toward domain A, keeping size, dtype (uint8) and channel count.
 
-    Adapters with ``trainable = True`` are fitted once on unpaired source (A) and target (B) images;
-    the fitted artifact lives in ``fit_dir`` and is cached under a hash of config and data.
+    Adapters with ``trainable = True`` are fitted once before use; the fitted artifact lives in
+    ``fit_dir`` and is cached under a hash of (adapter identity, fit data, seed). ``fit_data`` says what
+    the host hands to ``fit``:
+
+    - ``"source"``: domain-A training images only (``target`` is empty), e.g. reference statistics;
+    - ``"unpaired"``: A images and degraded B images made from a *disjoint* set of training images;
+    - ``"paired"``: ``target[i]`` is the degraded version of ``source[i]`` (a supervised restorer).
     """
 
     kind = "adapter"
     trainable: ClassVar[bool] = False
+    fit_data: ClassVar[str] = "unpaired"
+    #: parameters that make ``fit`` take seconds on tiny images: what contract tests and scaffolds use
+    quick_params: ClassVar[dict[str, Any]] = {}
 
-    def fit(self, source: list[Path], target: list[Path], fit_dir: Path, seed: int) -> None:
+    def fit(self, source: list[Path], target: list[Path], fit_dir: Path, seed: int, progress: bool = True) -> None:
         raise NotImplementedError(f"adapter '{self.name}' is not trainable")
 
     def load(self, fit_dir: Path | None) -> None:
-        """Prepare for ``adapt`` (load weights from ``fit_dir`` when trainable)."""
+        """Prepare for ``adapt`` (load what ``fit`` left in ``fit_dir`` when trainable)."""
 
     def adapt(self, image: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def adapt_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Adapt several images at once; networks override this to batch (images may differ in size)."""
         return [self.adapt(im) for im in images]
 
 
