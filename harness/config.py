@@ -22,6 +22,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "seeds": ([0], "training seeds; one cell per seed"),
     "data_seed": (0, "seed of the degradation noise (a function of image, plugin, severity and this seed)"),
     "limit": (None, "evaluate only the first N images of the split (quick looks; part of every key)"),
+    "fit_split": ("train", "split whose images trainable adapters fit on: clean ones as A, degraded ones as B"),
 }
 ENTRY_KEYS = {
     "segmenters": {"name", "label", "params", "profile", "init"},
@@ -58,6 +59,7 @@ class MatrixConfig:
     seeds: list[int]
     data_seed: int
     limit: int | None
+    fit_split: str = "train"
 
     @property
     def hash(self) -> str:
@@ -69,7 +71,7 @@ class MatrixConfig:
             "segmenters": [e.as_dict() for e in self.segmenters],
             "adapters": [e.as_dict() for e in self.adapters],
             "degradations": [e.as_dict() for e in self.degradations],
-            "seeds": self.seeds, "data_seed": self.data_seed, "limit": self.limit,
+            "seeds": self.seeds, "data_seed": self.data_seed, "limit": self.limit, "fit_split": self.fit_split,
         }
 
 
@@ -106,6 +108,7 @@ def parse(raw: Any, path: Path, registry=None) -> MatrixConfig:
         seeds=_int_list(get("seeds"), path, "seeds"),
         data_seed=_int(get("data_seed"), path, "data_seed"),
         limit=None if get("limit") is None else _int(get("limit"), path, "limit"),
+        fit_split=str(get("fit_split")),
     )
     if registry is not None:
         check_plugins(cfg, registry)

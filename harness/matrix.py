@@ -40,6 +40,7 @@ CELL_COLUMNS = ["segmenter", "profile", "adapter", "degradation", "severity", "s
 class Cell:
     labels: dict[str, Any]
     final: str  # key of the evaluate stage
+    extra: list[str] = field(default_factory=list)  # further stages whose metrics.json rows belong to the cell
     id: str = ""
 
     def __post_init__(self) -> None:
@@ -57,8 +58,8 @@ class Plan:
         self.stages.setdefault(stage.key, stage)
         return stage.key
 
-    def upstream(self, key: str) -> list[str]:
-        """All stages ``key`` depends on, itself included, in dependency order."""
+    def upstream(self, *keys: str) -> list[str]:
+        """All stages ``keys`` depend on, themselves included, in dependency order."""
         seen: list[str] = []
 
         def walk(k: str) -> None:
@@ -67,7 +68,8 @@ class Plan:
             if k not in seen:
                 seen.append(k)
 
-        walk(key)
+        for key in keys:
+            walk(key)
         return seen
 
 
@@ -93,7 +95,9 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
 
     view = {"split": cfg.split, "limit": cfg.limit}
     deg_ids = {d.label: _identity(registry, d) for d in cfg.degradations if d.name != "none"}
-    ad_ids = {a.label: _identity(registry, a) for a in cfg.adapters}
+    adapters = {a.label: registry.create(a.kind, a.name, a.params) for a in cfg.adapters}
+    ad_ids = {label: plugin.identity() for label, plugin in adapters.items()}
+    ad_fit = {label: plugin.fit_data for label, plugin in adapters.items() if plugin.trainable}
     for seg in cfg.segmenters:
         segmenter = registry.create(seg.kind, seg.name, seg.params)
         seg_id = segmenter.identity()
@@ -113,14 +117,21 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
                                                          "data_seed": cfg.data_seed, **view},
                                              {"data": data, "images": data}))
                     for ad in cfg.adapters:
-                        adapted = p.add(Stage("adapt", {"adapter": ad_ids[ad.label], **view},
-                                              {"data": data, "images": images}))
+                        adapt_inputs = {"data": data, "images": images}
+                        if ad.label in ad_fit:
+                            fit_spec = {"adapter": ad_ids[ad.label], "split": cfg.fit_split,
+                                        "data_seed": cfg.data_seed, "seed": seed}
+                            if ad_fit[ad.label] != "source":
+                                fit_spec.update(degradation=deg_ids.get(deg.label), severity=severity)
+                            adapt_inputs["fit"] = p.add(Stage("fit", fit_spec, {"data": data}))
+                        adapted = p.add(Stage("adapt", {"adapter": ad_ids[ad.label], **view}, adapt_inputs))
                         preds = p.add(Stage("predict", {"segmenter": seg_id, **view},
                                             {"data": data, "model": model, "images": adapted}))
                         final = p.add(Stage("evaluate", dict(view), {"data": data, "predictions": preds}))
+                        fidelity = p.add(Stage("fidelity", dict(view), {"data": data, "images": adapted}))
                         p.cells.append(Cell({"segmenter": seg.label, "profile": seg.profile, "adapter": ad.label,
                                              "degradation": deg.label if deg.name != "none" else "none",
-                                             "severity": severity, "seed": seed}, final))
+                                             "severity": severity, "seed": seed}, final, [fidelity]))
     return p
 
 
@@ -188,7 +199,7 @@ def run(cfg: MatrixConfig, registry, out: Path | None = None, store: Store | Non
     for cell in bar:
         bar.set_postfix_str(" ".join(f"{v}" for v in cell.labels.values()), refresh=False)
         error = None
-        for key in p.upstream(cell.final):
+        for key in p.upstream(cell.final, *cell.extra):
             if key not in status:
                 stage = p.stages[key]
                 if stage.kind not in ("source",) and not store.done(stage.kind, key) and progress:
@@ -198,7 +209,7 @@ def run(cfg: MatrixConfig, registry, out: Path | None = None, store: Store | Non
                     _log_failure(out, status[key])
             if status[key]["status"] == "failed":
                 kind = p.stages[key].kind
-                error = status[key]["error"] if key == cell.final else f"{kind} stage failed: {status[key]['error']}"
+                error = status[key]["error"] if kind == "evaluate" else f"{kind} stage failed: {status[key]['error']}"
                 break
         cell_state[cell.id] = {"status": "failed" if error else "done", "error": error}
         if error:
@@ -236,9 +247,9 @@ def _write_run(out: Path, cfg: MatrixConfig, p: Plan, cell_state: dict[str, dict
         state = cell_state[cell.id]
         cells.append({"cell": cell.id, **cell.labels, **state})
         if state["status"] == "done":
-            metrics = json.loads((store.path("evaluate", cell.final) / "metrics.json").read_text())
-            for r in metrics:
-                rows.append({"cell": cell.id, **cell.labels, **r})
+            for key in (cell.final, *cell.extra):
+                metrics = json.loads((store.path(key.split("-", 1)[0], key) / "metrics.json").read_text())
+                rows.extend({"cell": cell.id, **cell.labels, **r} for r in metrics)
     counts = {"total": len(p.cells), "done": sum(c["status"] == "done" for c in cells),
               "failed": sum(c["status"] == "failed" for c in cells)}
     run_info = {"name": cfg.name, "config_hash": cfg.hash, "config": cfg.normalised(), "created": created,

@@ -17,9 +17,11 @@ import numpy as np
 
 from harness.cache import Store
 from harness.errors import HarnessError
-from harness.hashing import stable_hash
+from harness.hashing import seed_from, stable_hash
 
-KINDS = ("source", "dataset", "train", "degrade", "adapt", "predict", "evaluate")
+KINDS = ("source", "dataset", "train", "fit", "degrade", "adapt", "predict", "evaluate", "fidelity")
+#: stages that resume from checkpoints in their scratch folder after an interruption
+RESUMABLE = ("train", "fit")
 
 
 @dataclass
@@ -72,7 +74,7 @@ def execute(stage_dict: dict[str, Any], context_dict: dict[str, Any]) -> dict[st
     start = time.perf_counter()
     try:
         with store.writing(stage.kind, stage.key, {"stage": stage.to_dict()},
-                           keep_partial=stage.kind == "train") as out:
+                           keep_partial=stage.kind in RESUMABLE) as out:
             RUNNERS[stage.kind](stage, ctx, out)
             (out / "seconds.txt").write_text(f"{time.perf_counter() - start:.3f}\n")
     except HarnessError as exc:
@@ -142,6 +144,49 @@ def _degrade(stage: Stage, ctx: Context, out: Path) -> None:
                 f"degrade {plugin.name} s{spec['severity']}")
 
 
+def fit_sets(records: list[dict[str, Any]], fit_data: str, data_seed: int) -> tuple[list[dict], list[dict]]:
+    """Which training images an adapter fits on, as (A records, records whose degraded copies form B).
+
+    "unpaired" splits a seeded shuffle into two disjoint halves, so no B image has its clean original
+    in A; "paired" degrades every A image; "source" needs no B at all.
+    """
+    if fit_data == "source":
+        return records, []
+    if fit_data == "paired":
+        return records, records
+    order = np.random.default_rng(seed_from("fit-split", data_seed)).permutation(len(records))
+    shuffled = [records[i] for i in order]
+    return shuffled[0::2], shuffled[1::2]
+
+
+def _fit(stage: Stage, ctx: Context, out: Path) -> None:
+    """Fit an adapter on clean training images (A) and degraded ones (B) made by the cell's degradation."""
+    import shutil
+
+    from harness.data.coco import image_records
+    from harness.degrade import degrade_image
+    from harness.imageio import read_image, write_image
+
+    spec = stage.spec
+    plugin = _plugin("adapter", spec["adapter"])
+    source, target = fit_sets(image_records(ctx.location(stage.inputs["data"]), spec["split"]), plugin.fit_data,
+                              spec["data_seed"])
+    scratch = out / "fit-target"
+    target_paths = []
+    if target and spec.get("degradation"):
+        degradation = _plugin("degradation", spec["degradation"])
+        for rec in target:
+            dest = scratch / rec["file_name"]
+            if not dest.is_file():  # resuming: degraded images are a pure function of their inputs
+                write_image(dest, degrade_image(degradation, read_image(rec["path"]), Path(rec["file_name"]).stem,
+                                                spec["severity"], spec["data_seed"]))
+            target_paths.append(dest)
+    else:
+        target_paths = [rec["path"] for rec in target]
+    plugin.fit([rec["path"] for rec in source], target_paths, out, spec["seed"], progress=ctx.progress)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _adapt(stage: Stage, ctx: Context, out: Path) -> None:
     plugin = _plugin("adapter", stage.spec["adapter"])
     fit = stage.inputs.get("fit")
@@ -164,5 +209,15 @@ def _evaluate(stage: Stage, ctx: Context, out: Path) -> None:
     write_json_atomic(out / "metrics.json", rows)
 
 
-RUNNERS = {"dataset": _generate, "train": _train, "degrade": _degrade, "adapt": _adapt,
-           "predict": _predict, "evaluate": _evaluate}
+def _fidelity(stage: Stage, ctx: Context, out: Path) -> None:
+    from harness.data.coco import write_json_atomic
+    from harness.evaluation.fidelity import fidelity
+
+    records = _records(ctx, stage)
+    rows = fidelity([rec["path"] for rec in records],
+                    [ctx.location(stage.inputs["images"]) / rec["file_name"] for rec in records])
+    write_json_atomic(out / "metrics.json", rows)
+
+
+RUNNERS = {"dataset": _generate, "train": _train, "fit": _fit, "degrade": _degrade, "adapt": _adapt,
+           "predict": _predict, "evaluate": _evaluate, "fidelity": _fidelity}

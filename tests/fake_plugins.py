@@ -91,6 +91,34 @@ class Explode(Adapter):
         raise RuntimeError(self.config["message"])
 
 
+class MeanShift(Adapter):
+    """Fitted adapter: shifts B's mean brightness onto A's. Records what ``fit`` was given, for the tests."""
+
+    name = "meanshift"
+    version = "1"
+    trainable = True
+    params = {"fit_data": "unpaired"}
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.fit_data = self.config["fit_data"]
+
+    def fit(self, source, target, fit_dir, seed, progress=True):
+        from harness.imageio import read_image
+
+        mean = lambda paths: float(np.mean([read_image(p).mean() for p in paths])) if paths else 0.0  # noqa: E731
+        shift = mean(source) - mean(target) if target else 0.0
+        (fit_dir / "fit.json").write_text(json.dumps({
+            "shift": shift, "seed": seed, "source": [Path(p).stem for p in source],
+            "target": [Path(p).stem for p in target]}))
+
+    def load(self, fit_dir):
+        self.shift = json.loads((fit_dir / "fit.json").read_text())["shift"]
+
+    def adapt(self, image):
+        return np.clip(image.astype(np.float32) + self.shift, 0, 255).astype(np.uint8)
+
+
 @hookimpl
 def harness_register_segmenters(register):
     register(ThresholdSegmenter)
@@ -100,3 +128,4 @@ def harness_register_segmenters(register):
 def harness_register_adapters(register):
     register(Smooth)
     register(Explode)
+    register(MeanShift)

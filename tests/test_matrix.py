@@ -53,9 +53,10 @@ def test_run_writes_results_for_every_cell(registry, dataset, tmp_path):
     summary = matrix.run(cfg, registry, out=run_dir, store=Store(cache), progress=False)
 
     assert summary["cells"] == {"total": 4, "done": 4, "failed": 0}
-    # one train and one degrade stage shared by all cells; adapt/predict/evaluate per cell
-    assert summary["computed"] == 1 + 1 + 3 * 4
-    assert kinds(done_stages(cache)) == {"train": 1, "degrade": 1, "adapt": 4, "predict": 4, "evaluate": 4}
+    # one train and one degrade stage shared by all cells; adapt/predict/evaluate/fidelity per cell
+    assert summary["computed"] == 1 + 1 + 4 * 4
+    assert kinds(done_stages(cache)) == {"train": 1, "degrade": 1, "adapt": 4, "predict": 4, "evaluate": 4,
+                                         "fidelity": 4}
 
     cells = read_cells(run_dir)
     assert [(c["adapter"], c["degradation"], c["severity"]) for c in cells] == [
@@ -110,8 +111,8 @@ def test_adding_an_adapter_computes_only_its_cells(registry, dataset, tmp_path):
     after = done_stages(store.root)
 
     assert {k: v for k, v in after.items() if k in before} == before  # nothing redone
-    assert kinds(set(after) - set(before)) == {"adapt": 2, "predict": 2, "evaluate": 2}
-    assert summary["computed"] == 6
+    assert kinds(set(after) - set(before)) == {"adapt": 2, "predict": 2, "evaluate": 2, "fidelity": 2}
+    assert summary["computed"] == 8  # adapt, predict, evaluate, fidelity for each of its two cells
     old = [r for r in read_rows(tmp_path / "a")]
     new_identity = [r for r in read_rows(tmp_path / "b") if r["adapter"] == "identity"]
     assert new_identity == old
@@ -159,7 +160,7 @@ def test_killed_run_resumes_to_the_same_results(registry, tmp_path):
     resumed = subprocess.run(_harness_run(cfg_path, cache, run_dir), cwd=tmp_path, env=subprocess_env(),
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
-    total = 1 + 1 + 1 + 3 * 4  # dataset, train, degrade, then adapt/predict/evaluate per cell
+    total = 1 + 1 + 1 + 4 * 4  # dataset, train, degrade, then adapt/predict/evaluate/fidelity per cell
     computed = int(re.search(r"(\d+) stages computed", resumed.stdout).group(1))
     assert computed == total - len(finished)
     after = done_stages(cache)
@@ -216,7 +217,7 @@ def test_stage_keys_do_not_depend_on_paths(registry, dataset, tmp_path):
     d = matrix.plan(load(tmp_path, {**cfg, "adapters": ["identity", {"name": "smooth", "params": {"ksize": 5}}]},
                          "d.yaml"), registry, Store(tmp_path / "c1"), progress=False)
     changed = set(d.stages) - set(a.stages)
-    assert {d.stages[k].kind for k in changed} == {"adapt", "predict", "evaluate"} and len(changed) == 6
+    assert {d.stages[k].kind for k in changed} == {"adapt", "predict", "evaluate", "fidelity"} and len(changed) == 8
 
 
 def test_initial_weights_enter_the_key_by_content(registry, dataset, tmp_path):

@@ -24,7 +24,11 @@ SETTING = ["degradation", "severity"]
 RESULT_COLUMNS = ["cell", *KEY, "iou_type", "metric", "category", "value", "note"]
 MAIN_METRICS = ("AP", "AP50", "AP75")
 SCALE_METRICS = ("AP_small", "AP_medium", "AP_large")
-KNOWN_METRICS = MAIN_METRICS + SCALE_METRICS
+FIDELITY = "fidelity"
+FIDELITY_METRICS = ("PSNR", "SSIM")
+COCO_METRICS = MAIN_METRICS + SCALE_METRICS
+#: how each metric is shown: multiplier, decimals
+SHOWN = {"PSNR": (1.0, 2), "SSIM": (1.0, 3)}
 IOU_ORDER = ("bbox", "segm")
 IOU_TITLES = {"bbox": "Boxes (bbox)", "segm": "Masks (segm)"}
 SCALE_LABELS = {"AP_small": "small", "AP_medium": "medium", "AP_large": "large"}
@@ -50,6 +54,7 @@ def render(run_dir: str | Path, title: str | None = None) -> str:
     run = load_run(run_dir)
     out: list[str] = [f"# {_esc(title or 'Leaderboard: ' + str(run.meta.get('name') or Path(run_dir).name))}", ""]
     out += _provenance(run)
+    out += _summary_section(run)
     for iou in _iou_types(run):
         out += _iou_section(run, iou)
     out += _failed_section(run)
@@ -108,11 +113,12 @@ def _load_results(path: Path, notices: list[str]) -> pd.DataFrame:
     if missing:
         raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
     df = _typed_results(df[RESULT_COLUMNS].fillna(""), path)
-    other = df[~df["metric"].isin(KNOWN_METRICS)]
+    fidelity = df["iou_type"] == FIDELITY
+    other = df[~((fidelity & df["metric"].isin(FIDELITY_METRICS)) | (~fidelity & df["metric"].isin(COCO_METRICS)))]
     if len(other):
         kinds = sorted({f"{i}/{m}" for i, m in zip(other["iou_type"], other["metric"])})
         notices.append(f"Not tabulated: {len(other)} row(s) of other metrics ({', '.join(kinds)}).")
-    df = df[df["metric"].isin(KNOWN_METRICS)]
+    df = df.drop(index=other.index)
     split = (df["category"] != "all") & (df["metric"] != "AP")
     if split.any():
         notices.append(f"Not tabulated: {int(split.sum())} per-class row(s) of metrics other than AP.")
@@ -248,7 +254,8 @@ class Agg:
     notes: tuple[str, ...] = ()
 
 
-def _aggregate(group: pd.DataFrame, n_seeds: int, signed: bool = False) -> Agg:
+def _aggregate(group: pd.DataFrame, n_seeds: int, signed: bool = False, scale: float = 100.0,
+               digits: int = 1) -> Agg:
     """Mean ± standard error over seeds; a shortfall of seeds is shown as (n=k) with the reasons."""
     values = [float(v) for v, k in zip(group["value"], group["kind"]) if not _has_reason(k)]
     reasons = [(k, r) for k, r in zip(group["kind"], group["reason"]) if _has_reason(k)]
@@ -258,21 +265,24 @@ def _aggregate(group: pd.DataFrame, n_seeds: int, signed: bool = False) -> Agg:
         if len(kinds) == 1 and MISSING not in kinds:
             return Agg(kinds.pop())
         return Agg("—", notes)
-    text = _fmt(100 * float(np.mean(values)), signed)
+    text = _fmt(scale * float(np.mean(values)), signed, digits)
     if len(values) > 1:
-        text += f" ± {100 * float(np.std(values, ddof=1)) / math.sqrt(len(values)):.1f}"
+        text += f" ± {scale * float(np.std(values, ddof=1)) / math.sqrt(len(values)):.{digits}f}"
     if len(values) < n_seeds or reasons:
         text += f" (n={len(values)})"
     return Agg(text, notes)
 
 
-def _fmt(x: float, signed: bool) -> str:
-    text = f"{x:+.1f}" if signed else f"{x:.1f}"
-    return "0.0" if text in ("+0.0", "-0.0") else text
+def _fmt(x: float, signed: bool, digits: int = 1) -> str:
+    text = f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+    zero = f"{0:.{digits}f}"
+    return zero if text.lstrip("+-") == zero else text
 
 
-def _aggregate_by(df: pd.DataFrame, by: list[str], n_seeds: int, signed: bool = False) -> pd.Series:
-    aggs = {key: _aggregate(g, n_seeds, signed) for key, g in df.groupby(by, sort=False, dropna=False)}
+def _aggregate_by(df: pd.DataFrame, by: list[str], n_seeds: int, signed: bool = False,
+                  metric: str = "AP") -> pd.Series:
+    scale, digits = SHOWN.get(metric, (100.0, 1))
+    aggs = {key: _aggregate(g, n_seeds, signed, scale, digits) for key, g in df.groupby(by, sort=False, dropna=False)}
     index = pd.MultiIndex.from_tuples(list(aggs), names=by)
     return pd.Series(list(aggs.values()), index=index, dtype=object)
 
@@ -382,7 +392,7 @@ def _provenance(run: Run) -> list[str]:
 
 
 def _iou_types(run: Run) -> list[str]:
-    present = set(run.results["iou_type"].unique())
+    present = set(run.results["iou_type"].unique()) - {FIDELITY}
     if not present:
         return list(IOU_ORDER)
     return [i for i in IOU_ORDER if i in present] + sorted(present - set(IOU_ORDER))
@@ -426,7 +436,12 @@ def _delta_section(run: Run, iou: str, rows: list[tuple], settings: list[tuple],
     compared = [r for r in others if r[:2] in with_identity]
     if not compared:
         return out
-    entries = _entries(run, iou, [("AP", "all")])
+    return out + _grid(_pivot(_delta_aggs(run, iou, "AP", compared), SETTING, compared, settings), labels)
+
+
+def _delta_aggs(run: Run, iou: str, metric: str, compared: list[tuple]) -> pd.Series:
+    """Adapter-minus-identity ``metric`` per row and setting, paired by seed."""
+    entries = _entries(run, iou, [(metric, "all")])
     pair_on = ["segmenter", "profile", "degradation", "severity", "seed"]
     base = entries[entries["adapter"] == IDENTITY][pair_on + ["value", "kind", "reason"]].assign(paired=True)
     df = entries[entries["adapter"] != IDENTITY].merge(base, on=pair_on, how="left", suffixes=("", "_id"))
@@ -435,8 +450,7 @@ def _delta_section(run: Run, iou: str, rows: list[tuple], settings: list[tuple],
     df = df.assign(value=list(values), kind=list(kinds), reason=list(reasons))
     keep = set(compared)
     df = df[[r in keep for r in df[ROW].itertuples(index=False, name=None)]]
-    aggs = _aggregate_by(df, ROW + SETTING, len(seeds), signed=True)
-    return out + _grid(_pivot(aggs, SETTING, compared, settings), labels)
+    return _aggregate_by(df, ROW + SETTING, len(run.seeds), signed=True, metric=metric)
 
 
 def _difference(v: float, k: Any, r: Any, paired: Any, v0: float, k0: Any, r0: Any) -> tuple[float, str, str]:
@@ -488,3 +502,35 @@ def _failed_section(run: Run) -> list[str]:
         for c in ordered
     ]
     return out + _md_table(["Cell", "Segmenter", "Adapter", "Setting", "Seed", "Error"], body, n_left=6) + [""]
+
+
+def _summary_section(run: Run) -> list[str]:
+    """One table per setting with what a reader looks for first: AP, its change vs identity, fidelity."""
+    if run.cells.empty or run.results.empty:
+        return []
+    seeds = run.seeds
+    rows = _row_order(run.cells[ROW].itertuples(index=False, name=None))
+    settings = _setting_order(run.cells[SETTING].itertuples(index=False, name=None))
+    compared = [r for r in rows if r[2] != IDENTITY and (r[0], r[1], IDENTITY) in rows]
+    columns: list[tuple[str, pd.Series]] = []
+    for iou in _iou_types(run):
+        columns.append((f"{iou} AP", _aggregate_by(_entries(run, iou, [("AP", "all")]), ROW + SETTING, len(seeds))))
+        if compared:
+            columns.append((f"Δ {iou} AP", _delta_aggs(run, iou, "AP", compared)))
+        columns.append((f"{iou} AP50", _aggregate_by(_entries(run, iou, [("AP50", "all")]), ROW + SETTING,
+                                                     len(seeds), metric="AP50")))
+    if (run.results["iou_type"] == FIDELITY).any():
+        for metric in FIDELITY_METRICS:
+            columns.append((f"{metric}{' (dB)' if metric == 'PSNR' else ''}",
+                            _aggregate_by(_entries(run, FIDELITY, [(metric, "all")]), ROW + SETTING, len(seeds),
+                                          metric=metric)))
+    out = [f"## Summary — AP ×100 and Δ vs `{IDENTITY}` paired by seed, {_seed_phrase(seeds)}", ""]
+    if (run.results["iou_type"] == FIDELITY).any():
+        out += ["PSNR (dB) and SSIM compare each adapted image with the clean image it was degraded from "
+                "(scikit-image, data range 255, mean over images): high fidelity need not mean high AP.", ""]
+    for setting in settings:
+        table = pd.DataFrame({label: [aggs.get((*row, *setting)) for row in rows] for label, aggs in columns},
+                             index=pd.MultiIndex.from_tuples(rows, names=ROW))
+        out += [f"### {_setting_label(*setting)}", ""] + _grid(table, [label for label, _ in columns])
+    return out
+
