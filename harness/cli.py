@@ -24,9 +24,18 @@ def _params(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def _registry(args):
-    from harness.registry import default_registry
+    from harness.registry import Selection, default_registry
 
-    return default_registry(strict=args.strict)
+    plugin_opts = getattr(args, "plugin_opts", None) or []
+    selection = Selection.from_env(
+        allow=getattr(args, "allow_plugins", None),
+        block=[o[3:] for o in plugin_opts if o.startswith("no:")] + (getattr(args, "block_plugins", None) or []),
+        modules=[o for o in plugin_opts if not o.startswith("no:")],
+        trace=getattr(args, "trace_hooks", False))
+    reg = default_registry(strict=args.strict, selection=selection)
+    for warning in reg.warnings:
+        print(f"harness: warning: {warning}", file=sys.stderr)
+    return reg
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -34,15 +43,29 @@ def cmd_plugins(args) -> int:
     reg = _registry(args)
     entries = [e.as_dict() for e in reg.listing()]
     errors = [e.as_dict() for e in reg.errors]
+    skipped = [e.as_dict() for e in reg.skipped]
     if args.json:
-        print(json.dumps({"plugins": entries, "errors": errors}, indent=1))
+        print(json.dumps({"plugins": entries, "errors": errors, "skipped": skipped, "warnings": reg.warnings},
+                         indent=1))
         return 0
     from tabulate import tabulate
 
     print(tabulate([[e["kind"], e["name"], e["version"], e["origin"], e["summary"]] for e in entries],
                    headers=["kind", "name", "version", "origin", "summary"]))
+    if skipped:
+        print("\nnot loaded (allow/block lists):")
+        print(tabulate([[e["kind"] or "-", e["name"] or "-", e["version"], e["origin"], e["status"]] for e in skipped],
+                       headers=["kind", "name", "version", "origin", "status"]))
     for err in errors:
         print(f"load error: {err['origin']}: {err['error']}", file=sys.stderr)
+    return 0
+
+
+def cmd_plugins_new(args) -> int:
+    from harness.scaffold import new_plugin
+
+    out = new_plugin(args.kind, args.name, args.out)
+    print(f"{args.kind} plugin package written to {out}; try: pip install -e {out} && pytest {out}")
     return 0
 
 
@@ -104,6 +127,53 @@ def cmd_train_segmenter(args) -> int:
     return 0
 
 
+def _adapter(args):
+    params = _params(args.param)
+    if getattr(args, "profile", None):
+        params["profile"] = args.profile
+    return _registry(args).create("adapter", args.name, params)
+
+
+def cmd_train_adapter(args) -> int:
+    from harness.imageio import list_images
+
+    plugin = _adapter(args)
+    if not plugin.trainable:
+        raise HarnessError(f"adapter '{args.name}' needs no training (it is used as it is)")
+    source = list_images(args.source)
+    target = list_images(args.target) if args.target else []
+    if plugin.fit_data != "source" and not target:
+        raise HarnessError(f"adapter '{args.name}' fits on {plugin.fit_data} A and B images: give --target")
+    if plugin.fit_data == "paired":  # B images are matched to their clean originals by file name
+        by_stem = {p.stem: p for p in source}
+        missing = [p.name for p in target if p.stem not in by_stem]
+        if missing:
+            raise HarnessError(f"{args.source}: no clean original for {args.target}/{missing[0]}")
+        source = [by_stem[p.stem] for p in target]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plugin.fit(source, target, out, args.seed, progress=not args.quiet)
+    print(f"{plugin.name} fitted on {len(source)} A and {len(target)} B images -> {out}")
+    return 0
+
+
+def cmd_adapt(args) -> int:
+    from tqdm import tqdm
+
+    from harness.imageio import list_images, read_image, write_image
+
+    plugin = _adapter(args)
+    if plugin.trainable and not args.fit:
+        raise HarnessError(f"adapter '{args.name}' must be fitted first: give --fit DIR (`harness train adapter`)")
+    plugin.load(Path(args.fit) if args.fit else None)
+    src, dst = Path(args.in_dir), Path(args.out_dir)
+    paths = list_images(src)
+    for path in tqdm(paths, desc=f"adapt {plugin.name}", unit="img", disable=args.quiet):
+        write_image(dst / path.relative_to(src), plugin.adapt(read_image(path)))
+    print(f"{len(paths)} images adapted with {plugin.name} -> {dst}")
+    return 0
+
+
 def cmd_predict(args) -> int:
     from harness.data.coco import image_records
 
@@ -154,11 +224,22 @@ def cmd_leaderboard(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description=__doc__)
     p.add_argument("--strict", action="store_true", help="a plugin that fails to load is an error")
+    p.add_argument("-p", dest="plugin_opts", action="append", metavar="[no:]NAME",
+                   help="no:NAME blocks a plugin (as $HARNESS_BLOCK_PLUGINS); MODULE imports a plugin module")
+    p.add_argument("--block-plugins", action="append", metavar="A,B", help="block these plugins (adds up)")
+    p.add_argument("--allow-plugins", action="append", metavar="A,B",
+                   help="load only these plugins (replaces $HARNESS_ALLOW_PLUGINS)")
+    p.add_argument("--trace-hooks", action="store_true", help="print hook calls to stderr (as $HARNESS_TRACE=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("plugins", help="list installed plugins and load errors")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_plugins)
+    s = s.add_subparsers(dest="plugins_cmd").add_parser("new", help="write a pip-installable plugin package")
+    s.add_argument("kind", choices=["adapter", "segmenter", "degradation"])
+    s.add_argument("name", help="plugin name: lower-case letters, digits, '-' or '_'")
+    s.add_argument("--out", required=True, help="package folder to create (must not exist or be empty)")
+    s.set_defaults(func=cmd_plugins_new)
 
     data = sub.add_parser("data", help="prepare or generate datasets").add_subparsers(dest="data_cmd", required=True)
     s = data.add_parser("prepare", help="convert a dataset into the harness layout (COCO JSON + PNG)")
@@ -205,6 +286,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init", help="checkpoint path or URL to start from (e.g. COCO weights)")
     s.add_argument("--param", action="append", metavar="KEY=VALUE")
     s.set_defaults(func=cmd_train_segmenter)
+    s = train.add_parser("adapter", help="fit a trainable adapter on domain-A and domain-B image folders")
+    s.add_argument("name")
+    s.add_argument("--source", required=True, help="domain-A (clean) images")
+    s.add_argument("--target", help="domain-B images (paired adapters: same file names as their A originals)")
+    s.add_argument("--profile", help="the adapter's profile parameter (e.g. cyclegan: seed, cpu)")
+    s.add_argument("--out", required=True, help="fit folder; rerunning resumes from its checkpoint")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--param", action="append", metavar="KEY=VALUE")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_train_adapter)
+
+    s = sub.add_parser("adapt", help="apply an adapter to a folder of images")
+    s.add_argument("name")
+    s.add_argument("in_dir")
+    s.add_argument("out_dir")
+    s.add_argument("--fit", help="fit folder of a trainable adapter (`harness train adapter --out`)")
+    s.add_argument("--profile", help="the adapter's profile parameter")
+    s.add_argument("--param", action="append", metavar="KEY=VALUE")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_adapt)
 
     s = sub.add_parser("predict", help="predict a split with a trained segmenter -> COCO results JSON")
     s.add_argument("name")

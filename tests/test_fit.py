@@ -62,3 +62,27 @@ def test_every_cell_reports_fidelity_against_the_clean_images(registry, dataset,
     assert float(fid[("identity", "none", "0", "SSIM")]["value"]) == pytest.approx(1.0)
     noisy2, noisy4 = (float(fid[("identity", "gaussian_noise", s, "PSNR")]["value"]) for s in ("2", "4"))
     assert 10 < noisy4 < noisy2 < 60
+
+
+def test_cli_trains_an_adapter_on_folders_then_adapts_a_folder(fake_env, dataset, tmp_path, capsys):
+    from harness.cli import main
+    from harness.imageio import list_images, read_image
+
+    images = dataset / "images" / "test"
+    noisy = tmp_path / "noisy"
+    assert main(["degrade", "gaussian_noise", str(images), str(noisy), "--severity", "4", "--quiet"]) == 0
+    fit = tmp_path / "fit"
+    assert main(["train", "adapter", "meanshift", "--source", str(images), "--target", str(noisy),
+                 "--param", "fit_data=paired", "--out", str(fit), "--quiet"]) == 0
+    fitted = json.loads((fit / "fit.json").read_text())
+    assert fitted["source"] == fitted["target"] == [p.stem for p in list_images(noisy)]
+    out = tmp_path / "adapted"
+    assert main(["adapt", "meanshift", str(noisy), str(out), "--fit", str(fit), "--quiet"]) == 0
+    assert [p.name for p in list_images(out)] == [p.name for p in list_images(noisy)]
+    assert read_image(out / list_images(noisy)[0].name).shape == read_image(list_images(noisy)[0]).shape
+
+    assert main(["adapt", "meanshift", str(noisy), str(out)]) == 2
+    assert "--fit" in capsys.readouterr().err
+    assert main(["train", "adapter", "identity", "--source", str(images), "--out", str(fit)]) == 2
+    assert main(["train", "adapter", "meanshift", "--source", str(images), "--out", str(fit)]) == 2
+    assert "--target" in capsys.readouterr().err

@@ -21,8 +21,8 @@ BUILTINS = {("adapter", "identity"), ("degradation", "gaussian_noise"), ("degrad
 DIST = f"harness {metadata.version('harness')}"
 
 
-def harness(*args: str, plugins: str = "", path: Path | None = None) -> subprocess.CompletedProcess:
-    env = subprocess_env(HARNESS_PLUGINS=plugins)
+def harness(*args: str, plugins: str = "", path: Path | None = None, **extra: str) -> subprocess.CompletedProcess:
+    env = subprocess_env(HARNESS_PLUGINS=plugins, **extra)
     if path:
         env["PYTHONPATH"] = os.pathsep.join([str(path), env["PYTHONPATH"]])
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], env=env, capture_output=True, text=True,
@@ -122,3 +122,35 @@ def test_listing_shows_kind_name_version_origin():
     problems = proc.stderr.splitlines()
     assert len(problems) == 3 and all(p.startswith("load error: tests.broken_plugins (HARNESS_PLUGINS) [")
                                       for p in problems)
+
+
+def test_blocked_or_not_allowed_broken_package_is_never_imported(site):
+    for args, env in ((["-p", "no:fakedist"], {}), ([], {"HARNESS_ALLOW_PLUGINS": "harness"})):
+        proc = harness(*args, "plugins", "--json", path=site, **env)
+        assert proc.returncode == 0, proc.stderr
+        listing = json.loads(proc.stdout)
+        assert listing["errors"] == [] and BUILTINS <= {(p["kind"], p["name"]) for p in listing["plugins"]}
+        assert [(s["kind"], s["origin"]) for s in listing["skipped"]] == [("", "fakedist 1.2 (broken = exploding_mod)")]
+
+
+def test_installed_package_taking_a_builtin_name_is_reported_and_the_rest_kept(tmp_path):
+    """Its entry point sorts before the built-ins' (`aaa` < `adapters`), yet built-ins load first and keep
+    their names; its other plugin still registers."""
+    (tmp_path / "dup_mod.py").write_text(
+        "from harness.hookspecs import hookimpl\n"
+        "from tests.broken_plugins import ImpostorIdentity, Negate\n"
+        "@hookimpl\n"
+        "def harness_register_adapters(register):\n"
+        "    register(ImpostorIdentity)\n"
+        "    register(Negate)\n")
+    info = tmp_path / "dupdist-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dupdist\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text("[harness]\naaa = dup_mod\n")
+    listing = json.loads(harness("plugins", "--json", path=tmp_path).stdout)
+    assert listing["errors"] == [{
+        "origin": "dupdist 0.3 (aaa = dup_mod) [harness_register_adapters]",
+        "error": f"HarnessError: adapter 'identity' is already registered by {DIST} (adapters = plugins.adapters)"}]
+    origins = {p["name"]: p["origin"] for p in listing["plugins"] if p["kind"] == "adapter"}
+    assert origins["identity"].startswith(DIST) and origins["negate"] == "dupdist 0.3 (aaa = dup_mod)"
+    assert BUILTINS <= {(p["kind"], p["name"]) for p in listing["plugins"]}
