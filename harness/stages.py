@@ -22,6 +22,8 @@ from harness.hashing import seed_from, stable_hash
 KINDS = ("source", "dataset", "train", "fit", "degrade", "adapt", "predict", "evaluate", "fidelity")
 #: stages that resume from checkpoints in their scratch folder after an interruption
 RESUMABLE = ("train", "fit")
+#: images handed to ``Adapter.adapt_batch`` at once: networks batch them, the rest loop
+ADAPT_CHUNK = 16
 
 
 @dataclass
@@ -117,20 +119,32 @@ def _train(stage: Stage, ctx: Context, out: Path) -> None:
     plugin.train(ctx.location(stage.inputs["data"]), out, spec["profile"], spec["seed"], init)
 
 
-def _map_images(stage: Stage, ctx: Context, out: Path, fn, desc: str) -> None:
-    """Apply ``fn(image, record)`` to every evaluated image, mirroring the dataset's file names."""
+def _map_images(stage: Stage, ctx: Context, out: Path, fn, desc: str, chunk: int = 1) -> None:
+    """Apply ``fn(images, records)`` to every evaluated image, ``chunk`` at a time (so networks can batch),
+    mirroring the dataset's file names."""
     from tqdm import tqdm
 
     from harness.imageio import read_image, write_image
 
     src = ctx.location(stage.inputs["images"])
-    for rec in tqdm(_records(ctx, stage), desc=desc, unit="img", leave=False, disable=not ctx.progress):
-        image = read_image(src / rec["file_name"])
-        result = fn(image, rec)
-        if not isinstance(result, np.ndarray) or result.dtype != np.uint8 or result.shape != image.shape:
-            got = f"{getattr(result, 'shape', None)} {getattr(result, 'dtype', type(result).__name__)}"
-            raise HarnessError(f"{desc}: {rec['file_name']}: returned {got}, expected {image.shape} uint8")
-        write_image(out / rec["file_name"], result)
+    records = _records(ctx, stage)
+    with tqdm(total=len(records), desc=desc, unit="img", leave=False, disable=not ctx.progress) as bar:
+        for start in range(0, len(records), chunk):
+            batch = records[start:start + chunk]
+            images = [read_image(src / rec["file_name"]) for rec in batch]
+            results = fn(images, batch)
+            if not isinstance(results, list) or len(results) != len(images):
+                raise HarnessError(f"{desc}: returned {type(results).__name__} for a batch of {len(images)} images")
+            for rec, image, result in zip(batch, images, results):
+                check_image(result, image.shape, f"{desc}: {rec['file_name']}")
+                write_image(out / rec["file_name"], result)
+            bar.update(len(batch))
+
+
+def check_image(result: Any, shape: tuple[int, ...], where: str) -> None:
+    if not isinstance(result, np.ndarray) or result.dtype != np.uint8 or result.shape != shape:
+        got = f"{getattr(result, 'shape', None)} {getattr(result, 'dtype', type(result).__name__)}"
+        raise HarnessError(f"{where}: returned {got}, expected {shape} uint8")
 
 
 def _degrade(stage: Stage, ctx: Context, out: Path) -> None:
@@ -139,8 +153,8 @@ def _degrade(stage: Stage, ctx: Context, out: Path) -> None:
     spec = stage.spec
     plugin = _plugin("degradation", spec["degradation"])
     _map_images(stage, ctx, out,
-                lambda im, rec: degrade_image(plugin, im, Path(rec["file_name"]).stem, spec["severity"],
-                                              spec["data_seed"]),
+                lambda ims, recs: [degrade_image(plugin, im, Path(rec["file_name"]).stem, spec["severity"],
+                                                 spec["data_seed"]) for im, rec in zip(ims, recs)],
                 f"degrade {plugin.name} s{spec['severity']}")
 
 
@@ -191,7 +205,8 @@ def _adapt(stage: Stage, ctx: Context, out: Path) -> None:
     plugin = _plugin("adapter", stage.spec["adapter"])
     fit = stage.inputs.get("fit")
     plugin.load(ctx.location(fit) if fit else None)
-    _map_images(stage, ctx, out, lambda im, rec: plugin.adapt(im), f"adapt {plugin.name}")
+    _map_images(stage, ctx, out, lambda ims, recs: plugin.adapt_batch(ims), f"adapt {plugin.name}",
+                chunk=ADAPT_CHUNK)
 
 
 def _predict(stage: Stage, ctx: Context, out: Path) -> None:
