@@ -208,6 +208,11 @@ def cmd_run(args) -> int:
     cfg = config.load(args.config, registry=reg)
     if args.limit is not None:
         cfg.limit = args.limit
+    if args.only:
+        done = matrix.compute(cfg, reg, set(args.only.split(",")), store=Store(args.cache), progress=not args.quiet)
+        print(f"{done['computed']} of {done['stages']} stages computed, {done['failed']} failed, "
+              f"in {done['seconds']:.1f} s")
+        return 1 if done["failed"] else 0
     out = Path(args.out) if args.out else matrix.default_run_dir(cfg)
     summary = matrix.run(cfg, reg, out=out, store=Store(args.cache), progress=not args.quiet)
     c = summary["cells"]
@@ -338,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="evaluate only the first N images")
     s.add_argument("--cache", help="stage cache (default $HARNESS_CACHE or ~/.cache/harness/stages)")
     s.add_argument("--leaderboard", help="also write the leaderboard markdown here")
+    s.add_argument("--only", metavar="KIND,...",
+                   help="compute only stages of these kinds and their inputs (e.g. fit, train), no run folder")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_run)
 

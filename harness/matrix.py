@@ -29,6 +29,7 @@ from harness.cache import Store
 from harness.config import Entry, MatrixConfig
 from harness.errors import HarnessError
 from harness.hashing import stable_hash
+from harness.stages import KINDS as STAGE_KINDS
 from harness.stages import Context, Stage, execute
 
 RESULT_COLUMNS = ["cell", "segmenter", "profile", "adapter", "degradation", "severity", "seed",
@@ -221,6 +222,24 @@ def run(cfg: MatrixConfig, registry, out: Path | None = None, store: Store | Non
     summary["computed"] = sum(1 for s in status.values() if s["status"] == "done")
     summary["seconds"] = sum(s["seconds"] for s in status.values())
     return summary
+
+
+def compute(cfg: MatrixConfig, registry, kinds: set[str], store: Store | None = None,
+            progress: bool = True) -> dict[str, Any]:
+    """Compute only the stages of ``kinds`` (and what they need), e.g. every adapter fit on a GPU machine
+    that shares or ships back the cache, before the full run elsewhere. Writes no run folder."""
+    store = store or Store()
+    p = plan(cfg, registry, store, progress)
+    unknown = kinds - {s.kind for s in p.stages.values()} - set(STAGE_KINDS)
+    if unknown:
+        raise HarnessError(f"--only: unknown stage kind '{sorted(unknown)[0]}' (known: {', '.join(STAGE_KINDS)})")
+    targets = [k for k, stage in p.stages.items() if stage.kind in kinds]
+    results = [execute(p.stages[k].to_dict(), p.context.to_dict()) for k in p.upstream(*targets)] if targets else []
+    for r in results:
+        if r["status"] == "failed" and progress:
+            print(f"stage {r['key']} failed: {r['error']}")
+    return {"stages": len(results), "computed": sum(r["status"] == "done" for r in results),
+            "failed": sum(r["status"] == "failed" for r in results), "seconds": sum(r["seconds"] for r in results)}
 
 
 def _first_created(run_json: Path, config_hash: str) -> str | None:

@@ -86,3 +86,15 @@ def test_cli_trains_an_adapter_on_folders_then_adapts_a_folder(fake_env, dataset
     assert main(["train", "adapter", "identity", "--source", str(images), "--out", str(fit)]) == 2
     assert main(["train", "adapter", "meanshift", "--source", str(images), "--out", str(fit)]) == 2
     assert "--target" in capsys.readouterr().err
+
+
+def test_only_fit_stages_are_computed_on_request(fake_env, dataset, tmp_path, capsys):
+    from harness.cli import main
+
+    cfg = write_config(tmp_path / "m.yaml", matrix_config(dataset, adapters=["identity", "meanshift"]))
+    cache = tmp_path / "cache"
+    assert main(["run", str(cfg), "--only", "fit", "--cache", str(cache), "--quiet"]) == 0
+    assert {p.parent.parent.name for p in cache.glob("*/*/stage.json")} == {"fit"}
+    assert len(list(cache.glob("fit/*/fit.json"))) == 2  # clean and gaussian_noise s3
+    assert main(["run", str(cfg), "--only", "fitt", "--cache", str(cache)]) == 2
+    assert "unknown stage kind 'fitt'" in capsys.readouterr().err
