@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,9 @@ from typing import Any
 import yaml
 
 from harness.errors import HarnessError
+
+# OpenMP threads that spin while waiting made torch 5-6x slower on a busy 2-core machine; must precede torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _params(pairs: list[str] | None) -> dict[str, Any]:

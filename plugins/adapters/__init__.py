@@ -2,6 +2,8 @@
 from harness.hookspecs import hookimpl
 from plugins.adapters.identity import Identity
 from plugins.adapters.classical import CLASSICAL
+from plugins.adapters.cyclegan import CycleGAN
+from plugins.adapters.dncnn import DnCNN
 from plugins.adapters.fda import FDA
 from plugins.adapters.illumination import ILLUMINATION
 
@@ -11,3 +13,5 @@ def harness_register_adapters(register):
     register(Identity)
     for cls in [*CLASSICAL, *ILLUMINATION, FDA]:
         register(cls)
+    register(CycleGAN)
+    register(DnCNN)
