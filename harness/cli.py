@@ -232,7 +232,7 @@ def cmd_run(args) -> int:
 def cmd_leaderboard(args) -> int:
     from harness.leaderboard import write
 
-    print(f"leaderboard -> {write(args.run_dir, args.out, args.title)}")
+    print(f"leaderboard -> {write(args.run_dirs, args.out, args.title)}")
     return 0
 
 
@@ -352,8 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("leaderboard", help="render a run folder as leaderboard markdown")
-    s.add_argument("run_dir")
+    s = sub.add_parser("leaderboard", help="render run folders as leaderboard markdown (several: side by side)")
+    s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     s.add_argument("--out", required=True)
     s.add_argument("--title")
     s.set_defaults(func=cmd_leaderboard)

@@ -172,3 +172,13 @@ def test_write_is_atomic_and_creates_parents(tmp_path):
 def test_not_a_run_dir_names_the_file(tmp_path):
     with pytest.raises(HarnessError, match="run.json"):
         render(tmp_path)
+
+
+def test_several_runs_share_one_set_of_tables(tmp_path):
+    a = _make_run(tmp_path / "mmdet", [_cell("a0")], [{"cell": "a0", "metric": "AP", "value": 0.30}])
+    b = _make_run(tmp_path / "tv", [_cell("b0", segmenter="tv")], [{"cell": "b0", "metric": "AP", "value": 0.25}])
+    text = render([a, b])
+    assert "### Run mmdet" in text and "### Run tv" in text
+    table = _section(text, "### AP — bbox, ×100, single seed")
+    assert _table_cell(table, ("mrcnn (smoke)", "identity"), "clean") == "30.0"
+    assert _table_cell(table, ("tv (smoke)", "identity"), "clean") == "25.0"

@@ -49,11 +49,17 @@ class Run:
         return sorted(self.cells["seed"].unique().tolist())
 
 
-def render(run_dir: str | Path, title: str | None = None) -> str:
-    """The whole leaderboard as one markdown string (ends with a newline)."""
-    run = load_run(run_dir)
-    out: list[str] = [f"# {_esc(title or 'Leaderboard: ' + str(run.meta.get('name') or Path(run_dir).name))}", ""]
-    out += _provenance(run)
+def render(run_dir: str | Path | list, title: str | None = None) -> str:
+    """The whole leaderboard as one markdown string (ends with a newline). Several run folders (e.g. one per
+    segmenter, computed on different machines) are shown side by side in the same tables."""
+    dirs = [Path(d) for d in run_dir] if isinstance(run_dir, (list, tuple)) else [Path(run_dir)]
+    runs = [load_run(d) for d in dirs]
+    run = _merge(runs) if len(runs) > 1 else runs[0]
+    name = " + ".join(str(r.meta.get("name") or d.name) for r, d in zip(runs, dirs))
+    out: list[str] = [f"# {_esc(title or 'Leaderboard: ' + name)}", ""]
+    for r in runs:
+        out += ([f"### Run {_esc(r.meta.get('name', 'unknown'))}", ""] if len(runs) > 1 else []) + _provenance(r)
+    out += [READING, ""]
     out += _summary_section(run)
     for iou in _iou_types(run):
         out += _iou_section(run, iou)
@@ -63,7 +69,7 @@ def render(run_dir: str | Path, title: str | None = None) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def write(run_dir: str | Path, out_path: str | Path, title: str | None = None) -> Path:
+def write(run_dir: str | Path | list, out_path: str | Path, title: str | None = None) -> Path:
     """Render and write atomically, so a reader never sees half a leaderboard."""
     text = render(run_dir, title)
     out_path = Path(out_path)
@@ -99,6 +105,19 @@ def load_run(run_dir: str | Path) -> Run:
     cells = _union_cells(cells, results)
     results = _drop_rows_of_unfinished(results, cells, notices)
     return Run(meta, cells, results, notices)
+
+
+def _merge(runs: list[Run]) -> Run:
+    """One table set from several runs; a cell (same labels) found in two runs is taken from the later one."""
+    notices = [n for r in runs for n in r.notices]
+    cells = pd.concat([r.cells for r in runs], ignore_index=True)
+    dup = cells.duplicated(KEY, keep="last")
+    if dup.any():
+        notices.append(f"{int(dup.sum())} cell(s) appear in more than one run; the last run's were used.")
+    cells = cells[~dup].reset_index(drop=True)
+    results = pd.concat([r.results for r in runs], ignore_index=True)
+    results = results[results["cell"].isin(set(cells["cell"]))].reset_index(drop=True)
+    return Run({"name": " + ".join(str(r.meta.get("name")) for r in runs)}, cells, results, notices)
 
 
 def _load_results(path: Path, notices: list[str]) -> pd.DataFrame:
@@ -385,10 +404,11 @@ def _provenance(run: Run) -> list[str]:
         f"- **Cells:** {done} done, {failed} failed, {total - done - failed} pending, {total} total",
         f"- **Seeds:** {', '.join(map(str, run.seeds)) or 'none'}",
         "",
-        "Values are COCO AP ×100. With several seeds a cell reads mean ± standard error (ddof=1); "
-        "(n=k) marks a cell averaged over fewer seeds, with the reason in a numbered note under the table.",
-        "",
     ]
+
+
+READING = ("Values are COCO AP ×100. With several seeds a cell reads mean ± standard error (ddof=1); "
+           "(n=k) marks a cell averaged over fewer seeds, with the reason in a numbered note under the table.")
 
 
 def _iou_types(run: Run) -> list[str]:
