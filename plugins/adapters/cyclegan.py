@@ -206,23 +206,14 @@ class CycleGAN(Adapter):
 
     # -- adapt -----------------------------------------------------------------------------------
     def load(self, fit_dir: Path | None) -> None:
-        if fit_dir is None:
-            raise HarnessError(f"adapter '{self.name}': needs a fit folder; fit the adapter first")
-        fit_dir = Path(fit_dir)
-        meta_path = fit_dir / "model.json"
-        if not meta_path.is_file():
-            raise HarnessError(f"{meta_path}: not found; fit the adapter first (or the fit did not finish)")
         from plugins.adapters.nets import ResnetGenerator
 
-        prof = json.loads(meta_path.read_text())["profile"]
         self.device = T.resolve_device(str(self.config["device"]))
-        net = ResnetGenerator(prof["channels"], prof["channels"], prof["ngf"], prof["n_blocks"])
-        try:
-            net.load_state_dict(T.load_weights(fit_dir / "generator.pt", self.device))
-        except RuntimeError as exc:
-            raise HarnessError(f"{fit_dir / 'generator.pt'}: does not match model.json's profile "
-                               f"({str(exc).splitlines()[0]})") from None
-        self.generator = net.to(self.device).eval()
+        self.generator, meta = T.load_fitted(
+            self.name, fit_dir, "generator.pt", self.device,
+            build=lambda m: ResnetGenerator(m["profile"]["channels"], m["profile"]["channels"], m["profile"]["ngf"],
+                                            m["profile"]["n_blocks"]))
+        prof = meta["profile"]
         self.channels = int(prof["channels"])
 
     def translate(self, images: list[np.ndarray]) -> list[np.ndarray]:

@@ -95,23 +95,12 @@ class DnCNN(Adapter):
 
     # -- adapt -----------------------------------------------------------------------------------
     def load(self, fit_dir: Path | None) -> None:
-        if fit_dir is None:
-            raise HarnessError(f"adapter '{self.name}': needs a fit folder; fit the adapter first")
-        fit_dir = Path(fit_dir)
-        meta_path = fit_dir / "model.json"
-        if not meta_path.is_file():
-            raise HarnessError(f"{meta_path}: not found; fit the adapter first (or the fit did not finish)")
         from plugins.adapters.nets import DnCNN as DnCNNNet
 
-        arch = json.loads(meta_path.read_text())["architecture"]
         self.device = T.resolve_device(str(self.config["device"]))
-        net = DnCNNNet(1, arch["depth"], arch["width"], arch["norm"])
-        try:
-            net.load_state_dict(T.load_weights(fit_dir / "weights.pt", self.device))
-        except RuntimeError as exc:
-            raise HarnessError(f"{fit_dir / 'weights.pt'}: does not match model.json's architecture "
-                               f"({str(exc).splitlines()[0]})") from None
-        self.net = net.to(self.device).eval()
+        self.net, _ = T.load_fitted(
+            self.name, fit_dir, "weights.pt", self.device,
+            build=lambda m: DnCNNNet(1, m["architecture"]["depth"], m["architecture"]["width"], m["architecture"]["norm"]))
 
     def restore(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Restored images as floats in [-1, 1], each shaped like its input."""

@@ -244,6 +244,26 @@ def load_weights(path: Path, device: torch.device | str = "cpu") -> Any:
         raise HarnessError(f"{path}: refused to load ({first})") from None
 
 
+def load_fitted(adapter: str, fit_dir: Path | None, weights: str, device: torch.device,
+                build: Callable[[dict], Any]) -> tuple[Any, dict[str, Any]]:
+    """The network a fit left in ``fit_dir``, in eval mode on ``device``, and its ``model.json``;
+    ``build(meta)`` makes the empty network from what ``model.json`` says."""
+    if fit_dir is None:
+        raise HarnessError(f"adapter '{adapter}': needs a fit folder; fit the adapter first")
+    fit_dir = Path(fit_dir)
+    meta_path = fit_dir / "model.json"
+    if not meta_path.is_file():
+        raise HarnessError(f"{meta_path}: not found; fit the adapter first (or the fit did not finish)")
+    meta = json.loads(meta_path.read_text())
+    net = build(meta)
+    try:
+        net.load_state_dict(load_weights(fit_dir / weights, device))
+    except RuntimeError as exc:
+        raise HarnessError(f"{fit_dir / weights}: does not match {meta_path.name} "
+                           f"({str(exc).splitlines()[0]})") from None
+    return net.to(device).eval(), meta
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     with os.fdopen(fd, "w") as f:
