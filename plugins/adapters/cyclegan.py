@@ -20,7 +20,6 @@ torch is imported where it is used, so that loading the plugin registry does not
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 from pathlib import Path

@@ -11,7 +11,6 @@ imported where it is used, so that loading the plugin registry does not load it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
