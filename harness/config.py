@@ -24,6 +24,8 @@ KEYS: dict[str, tuple[Any, str]] = {
     "limit": (None, "evaluate only the first N images of the split (quick looks; part of every key)"),
     "fit_split": ("train", "split whose images trainable adapters fit on: clean ones as A, degraded ones as B"),
 }
+#: keys added after the first release (see MatrixConfig.hash)
+LATER_KEYS = ("fit_split",)
 ENTRY_KEYS = {
     "segmenters": {"name", "label", "params", "profile", "init"},
     "adapters": {"name", "label", "params"},
@@ -63,7 +65,10 @@ class MatrixConfig:
 
     @property
     def hash(self) -> str:
-        return stable_hash({k: v for k, v in self.normalised().items() if k != "name"})
+        """Names the run folder. Keys added to the schema later count only when set away from their default,
+        so an existing config keeps its run folder."""
+        later = {k for k in LATER_KEYS if getattr(self, k) == KEYS[k][0]}
+        return stable_hash({k: v for k, v in self.normalised().items() if k != "name" and k not in later})
 
     def normalised(self) -> dict[str, Any]:
         return {

@@ -98,3 +98,10 @@ def test_only_fit_stages_are_computed_on_request(fake_env, dataset, tmp_path, ca
     assert len(list(cache.glob("fit/*/fit.json"))) == 2  # clean and gaussian_noise s3
     assert main(["run", str(cfg), "--only", "fitt", "--cache", str(cache)]) == 2
     assert "unknown stage kind 'fitt'" in capsys.readouterr().err
+
+
+def test_fit_split_enters_the_config_hash_only_when_set(dataset, tmp_path):
+    base = matrix_config(dataset)
+    plain = config.load(write_config(tmp_path / "a.yaml", base)).hash
+    assert config.load(write_config(tmp_path / "b.yaml", {**base, "fit_split": "train"})).hash == plain
+    assert config.load(write_config(tmp_path / "c.yaml", {**base, "fit_split": "val"})).hash != plain
