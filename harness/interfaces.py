@@ -21,6 +21,9 @@ class Plugin:
     params: ClassVar[dict[str, Any]] = {}
     #: one line for `harness plugins`
     summary: ClassVar[str] = ""
+    #: params that change how fast it runs, never what it computes (device, threads, workers): kept out of
+    #: the identity, so changing them reuses cached results
+    runtime_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params: Any):
         unknown = sorted(set(params) - set(self.params))
@@ -31,7 +34,8 @@ class Plugin:
 
     def identity(self) -> dict[str, Any]:
         """What makes this instance's output what it is: part of every cache key it feeds."""
-        return {"kind": self.kind, "name": self.name, "version": self.version, "params": self.config}
+        params = {k: v for k, v in self.config.items() if k not in self.runtime_params}
+        return {"kind": self.kind, "name": self.name, "version": self.version, "params": params}
 
 
 class Degradation(Plugin):

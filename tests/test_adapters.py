@@ -288,3 +288,10 @@ def test_clahe_raises_local_contrast():
     hsv = REGISTRY.create("adapter", "clahe", {"space": "hsv"}).adapt(color).astype(float)
     assert hsv.max(axis=2).std() > 2 * color.max(axis=2).std()
     assert np.abs(hsv[:, :, 1] / hsv[:, :, 0] - 0.5).max() < 0.05
+
+
+def test_runtime_params_stay_out_of_the_cache_identity():
+    from plugins.adapters.classical import BM3D
+
+    assert BM3D(workers=1).identity() == BM3D(workers=4).identity()
+    assert BM3D(sigma=10).identity() != BM3D().identity()

@@ -164,9 +164,21 @@ class BM3D(Filter):
     name = "bm3d"
     version = "1"
     summary = "BM3D denoiser (bm3d package): sigma in grey levels, stage all | hard"
-    params = {"sigma": 15.0, "stage": "all"}
-    checks = {"sigma": number(0.01, 255), "stage": choice("all", "hard")}
+    params = {"sigma": 15.0, "stage": "all", "workers": 0}
+    checks = {"sigma": number(0.01, 255), "stage": choice("all", "hard"), "workers": integer(0)}
     quick_params = {"stage": "hard"}
+    runtime_params = ("workers",)
+
+    def adapt_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """One process per core (``workers``, 0 = all): BM3D runs single-threaded to stay deterministic."""
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+
+        workers = min(int(self.config["workers"]) or os.cpu_count() or 1, len(images))
+        if workers <= 1:
+            return [self.adapt(im) for im in images]
+        with ProcessPoolExecutor(workers) as pool:
+            return list(pool.map(self.adapt, images))
 
     def filter(self, image: np.ndarray) -> np.ndarray:
         import bm3d
