@@ -169,7 +169,6 @@ class CycleGAN(Adapter):
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
-        ident["params"] = {k: v for k, v in self.config.items() if k not in self.runtime_params}
         ident["profile_digest"] = file_digest(self.profile_path())
         return ident
 

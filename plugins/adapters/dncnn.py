@@ -70,11 +70,6 @@ class DnCNN(Adapter):
         T.check_device(where, self.config["device"])
         self.net: nn.Module | None = None
 
-    def identity(self) -> dict[str, Any]:
-        ident = super().identity()
-        ident["params"] = {k: v for k, v in self.config.items() if k not in self.runtime_params}
-        return ident
-
     def architecture(self) -> dict[str, Any]:
         return {"depth": self.config["depth"], "width": self.config["width"], "norm": self.config["norm"]}
 
