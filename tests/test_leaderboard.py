@@ -182,3 +182,6 @@ def test_several_runs_share_one_set_of_tables(tmp_path):
     table = _section(text, "### AP — bbox, ×100, single seed")
     assert _table_cell(table, ("mrcnn (smoke)", "identity"), "clean") == "30.0"
     assert _table_cell(table, ("tv (smoke)", "identity"), "clean") == "25.0"
+    c = _make_run(tmp_path / "again", [_cell("a0")], [{"cell": "a0", "metric": "AP", "value": 0.32}])
+    table = _section(render([a, c]), "### AP — bbox, ×100, single seed")
+    assert _table_cell(table, ("mrcnn (smoke)", "identity"), "clean") == "32.0"  # the later run's cell, once

@@ -116,6 +116,7 @@ def _merge(runs: list[Run]) -> Run:
         notices.append(f"{int(dup.sum())} cell(s) appear in more than one run; the last run's were used.")
     cells = cells[~dup].reset_index(drop=True)
     results = pd.concat([r.results for r in runs], ignore_index=True)
+    results = results[~results.duplicated(KEY + ["iou_type", "metric", "category"], keep="last")]
     results = results[results["cell"].isin(set(cells["cell"]))].reset_index(drop=True)
     return Run({"name": " + ".join(str(r.meta.get("name")) for r in runs)}, cells, results, notices)
 
