@@ -180,21 +180,23 @@ def cdf(image: np.ndarray) -> np.ndarray:
     return np.cumsum(np.bincount(image.ravel(), minlength=256)) / image.size
 
 
-def test_histmatch_maps_onto_the_reference_histogram(tmp_path):
+@pytest.mark.parametrize("reference, lo, hi", [("pooled", 100, 199), ("barycenter", 125, 174)])
+def test_histmatch_maps_onto_the_reference_histogram(tmp_path, reference, lo, hi):
+    """Two A images, uniform over 100..149 and 150..199: their pooled histogram is uniform over 100..199,
+    the average of their quantile functions uniform over 125..174."""
     source = []
-    for i, (lo, hi) in enumerate([(100, 150), (150, 200)]):  # pooled: uniform over 100..199
-        write_image(tmp_path / f"a{i}.png", ramp(40, 50, lo, hi))
+    for i, (a, b) in enumerate([(100, 150), (150, 200)]):
+        write_image(tmp_path / f"a{i}.png", ramp(40, 50, a, b))
         source.append(tmp_path / f"a{i}.png")
-    adapter = HistMatch(fit_images=8)
+    adapter = HistMatch(fit_images=8, reference=reference)
     adapter.fit(source, [], tmp_path / "fit", seed=0, progress=False)
     saved = json.loads((tmp_path / "fit" / HistMatch.FILE).read_text())
-    assert saved["images"] == 2 and sum(saved["histogram"][100:200]) == 4000
+    assert saved["images"] == 2 and saved["reference"] == reference
     adapter.load(tmp_path / "fit")
     image = np.random.default_rng(0).integers(0, 50, (64, 64)).astype(np.uint8)
     out = adapter.adapt(image)
-    reference = cdf(np.concatenate([ramp(40, 50, 100, 150), ramp(40, 50, 150, 200)]))
-    assert np.abs(cdf(out) - reference).max() < 0.03
-    assert 100 <= out.min() and out.max() <= 199
+    assert np.abs(cdf(out) - cdf(np.arange(lo, hi + 1).repeat(40).astype(np.uint8))).max() < 0.03
+    assert lo - 1 <= out.min() and out.max() <= hi + 1
     order = np.argsort(image.ravel(), kind="stable")
     assert np.all(np.diff(out.ravel()[order].astype(int)) >= 0), "matching must keep the order of grey levels"
 

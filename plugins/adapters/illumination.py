@@ -89,17 +89,24 @@ def match_lut(image_hist: np.ndarray, reference_hist: np.ndarray) -> np.ndarray:
 
 
 class HistMatch(Filter):
-    """Map each image's V histogram onto the pooled V histogram of domain-A training images."""
+    """Map each image's V histogram onto a domain-A reference histogram fitted on training images.
+
+    ``reference: barycenter`` (default) averages the images' quantile functions: the histogram of a typical
+    A image (the 1-D Wasserstein barycenter). ``pooled`` sums the images' histograms; on a domain whose
+    images differ in contrast that mixture is wider than any one image (NEU-Seg: grey-level s.d. 34 against
+    13-22 per image), so matching to it stretches every image's contrast about twofold.
+    """
 
     name = "histmatch"
-    version = "1"
-    summary = "histogram matching of V to the pooled domain-A histogram (fitted on source images)"
+    version = "2"
+    summary = "histogram matching of V to domain A (quantile barycenter or pooled histogram of source images)"
     trainable = True
     fit_data = "source"
-    params = {"fit_images": 256}
-    checks = {"fit_images": integer(1)}
+    params = {"fit_images": 256, "reference": "barycenter"}
+    checks = {"fit_images": integer(1), "reference": choice("barycenter", "pooled")}
     quick_params = {"fit_images": 4}
     FILE = "histogram.json"
+    QUANTILES = 4096
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -108,13 +115,18 @@ class HistMatch(Filter):
     def fit(self, source: list[Path], target: list[Path], fit_dir: Path, seed: int, progress: bool = True) -> None:
         if not source:
             raise HarnessError(f"adapter '{self.name}': fit needs domain-A source images, got none")
-        hist = np.zeros(256, np.int64)
         chosen = pick(list(map(Path, source)), int(self.config["fit_images"]), self.name, seed)
-        for path in chosen:
-            hist += np.bincount(value_channel(read_image(path)).ravel(), minlength=256)
+        values = [value_channel(read_image(path)).ravel() for path in chosen]
+        if self.config["reference"] == "pooled":
+            hist = sum(np.bincount(v, minlength=256) for v in values)
+        else:
+            levels = (np.arange(self.QUANTILES) + 0.5) / self.QUANTILES
+            mean_quantiles = np.mean([np.quantile(v, levels) for v in values], axis=0)
+            hist = np.bincount(np.clip(np.rint(mean_quantiles), 0, 255).astype(np.int64), minlength=256)
         fit_dir = Path(fit_dir)
         fit_dir.mkdir(parents=True, exist_ok=True)
-        (fit_dir / self.FILE).write_text(json.dumps({"images": len(chosen), "histogram": hist.tolist()}))
+        (fit_dir / self.FILE).write_text(json.dumps({"images": len(chosen), "reference": self.config["reference"],
+                                                     "histogram": np.asarray(hist).tolist()}))
 
     def load(self, fit_dir: Path | None) -> None:
         path = Path(fit_dir or ".") / self.FILE
