@@ -162,10 +162,8 @@ def cmd_train_adapter(args) -> int:
 
 
 def cmd_adapt(args) -> int:
-    from tqdm import tqdm
-
-    from harness.imageio import list_images, read_image, write_image
-    from harness.stages import ADAPT_CHUNK, check_image
+    from harness.imageio import list_images, map_images
+    from harness.stages import ADAPT_CHUNK
 
     plugin = _adapter(args)
     if plugin.trainable and not args.fit:
@@ -173,14 +171,8 @@ def cmd_adapt(args) -> int:
     plugin.load(Path(args.fit) if args.fit else None)
     src, dst = Path(args.in_dir), Path(args.out_dir)
     paths = list_images(src)
-    with tqdm(total=len(paths), desc=f"adapt {plugin.name}", unit="img", disable=args.quiet) as bar:
-        for start in range(0, len(paths), ADAPT_CHUNK):
-            batch = paths[start:start + ADAPT_CHUNK]
-            images = [read_image(path) for path in batch]
-            for path, image, result in zip(batch, images, plugin.adapt_batch(images), strict=True):
-                check_image(result, image.shape, f"adapt {plugin.name}: {path}")
-                write_image(dst / path.relative_to(src), result)
-            bar.update(len(batch))
+    map_images([(path, dst / path.relative_to(src)) for path in paths], lambda ims, _: plugin.adapt_batch(ims),
+               f"adapt {plugin.name}", chunk=ADAPT_CHUNK, progress=not args.quiet)
     print(f"{len(paths)} images adapted with {plugin.name} -> {dst}")
     return 0
 

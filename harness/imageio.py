@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -72,3 +73,29 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(buf.tobytes())
     os.replace(tmp, path)
+
+
+def check_image(result: Any, shape: tuple[int, ...], where: str) -> None:
+    """A plugin's output must be a uint8 array shaped like its input."""
+    if not isinstance(result, np.ndarray) or result.dtype != np.uint8 or result.shape != shape:
+        got = f"{getattr(result, 'shape', None)} {getattr(result, 'dtype', type(result).__name__)}"
+        raise HarnessError(f"{where}: returned {got}, expected {shape} uint8")
+
+
+def map_images(pairs: list[tuple[Path, Path]], fn: Callable[[list[np.ndarray], list[Path]], list], desc: str,
+               chunk: int = 1, progress: bool = True) -> None:
+    """Read each source of (source, destination) ``pairs``, ``chunk`` at a time, and write what
+    ``fn(images, sources)`` returns for them after checking each result (networks batch a chunk)."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(pairs), desc=desc, unit="img", leave=False, disable=not progress) as bar:
+        for start in range(0, len(pairs), chunk):
+            batch = pairs[start:start + chunk]
+            images = [read_image(src) for src, _ in batch]
+            results = fn(images, [src for src, _ in batch])
+            if not isinstance(results, list) or len(results) != len(images):
+                raise HarnessError(f"{desc}: returned {type(results).__name__} for a batch of {len(images)} images")
+            for (src, dst), image, result in zip(batch, images, results):
+                check_image(result, image.shape, f"{desc}: {src.name}")
+                write_image(dst, result)
+            bar.update(len(batch))

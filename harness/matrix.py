@@ -228,11 +228,11 @@ def compute(cfg: MatrixConfig, registry, kinds: set[str], store: Store | None = 
             progress: bool = True) -> dict[str, Any]:
     """Compute only the stages of ``kinds`` (and what they need), e.g. every adapter fit on a GPU machine
     that shares or ships back the cache, before the full run elsewhere. Writes no run folder."""
-    store = store or Store()
-    p = plan(cfg, registry, store, progress)
-    unknown = kinds - {s.kind for s in p.stages.values()} - set(STAGE_KINDS)
+    unknown = kinds - set(STAGE_KINDS)
     if unknown:
         raise HarnessError(f"--only: unknown stage kind '{sorted(unknown)[0]}' (known: {', '.join(STAGE_KINDS)})")
+    store = store or Store()
+    p = plan(cfg, registry, store, progress)
     targets = [k for k, stage in p.stages.items() if stage.kind in kinds]
     results = [execute(p.stages[k].to_dict(), p.context.to_dict()) for k in p.upstream(*targets)] if targets else []
     for r in results:
@@ -267,7 +267,7 @@ def _write_run(out: Path, cfg: MatrixConfig, p: Plan, cell_state: dict[str, dict
         cells.append({"cell": cell.id, **cell.labels, **state})
         if state["status"] == "done":
             for key in (cell.final, *cell.extra):
-                metrics = json.loads((store.path(key.split("-", 1)[0], key) / "metrics.json").read_text())
+                metrics = json.loads((store.path(p.stages[key].kind, key) / "metrics.json").read_text())
                 rows.extend({"cell": cell.id, **cell.labels, **r} for r in metrics)
     counts = {"total": len(p.cells), "done": sum(c["status"] == "done" for c in cells),
               "failed": sum(c["status"] == "failed" for c in cells)}

@@ -120,31 +120,12 @@ def _train(stage: Stage, ctx: Context, out: Path) -> None:
 
 
 def _map_images(stage: Stage, ctx: Context, out: Path, fn, desc: str, chunk: int = 1) -> None:
-    """Apply ``fn(images, records)`` to every evaluated image, ``chunk`` at a time (so networks can batch),
-    mirroring the dataset's file names."""
-    from tqdm import tqdm
-
-    from harness.imageio import read_image, write_image
+    """``harness.imageio.map_images`` over the evaluated images, mirroring the dataset's file names."""
+    from harness.imageio import map_images
 
     src = ctx.location(stage.inputs["images"])
-    records = _records(ctx, stage)
-    with tqdm(total=len(records), desc=desc, unit="img", leave=False, disable=not ctx.progress) as bar:
-        for start in range(0, len(records), chunk):
-            batch = records[start:start + chunk]
-            images = [read_image(src / rec["file_name"]) for rec in batch]
-            results = fn(images, batch)
-            if not isinstance(results, list) or len(results) != len(images):
-                raise HarnessError(f"{desc}: returned {type(results).__name__} for a batch of {len(images)} images")
-            for rec, image, result in zip(batch, images, results):
-                check_image(result, image.shape, f"{desc}: {rec['file_name']}")
-                write_image(out / rec["file_name"], result)
-            bar.update(len(batch))
-
-
-def check_image(result: Any, shape: tuple[int, ...], where: str) -> None:
-    if not isinstance(result, np.ndarray) or result.dtype != np.uint8 or result.shape != shape:
-        got = f"{getattr(result, 'shape', None)} {getattr(result, 'dtype', type(result).__name__)}"
-        raise HarnessError(f"{where}: returned {got}, expected {shape} uint8")
+    map_images([(src / rec["file_name"], out / rec["file_name"]) for rec in _records(ctx, stage)], fn, desc,
+               chunk=chunk, progress=ctx.progress)
 
 
 def _degrade(stage: Stage, ctx: Context, out: Path) -> None:
@@ -153,8 +134,8 @@ def _degrade(stage: Stage, ctx: Context, out: Path) -> None:
     spec = stage.spec
     plugin = _plugin("degradation", spec["degradation"])
     _map_images(stage, ctx, out,
-                lambda ims, recs: [degrade_image(plugin, im, Path(rec["file_name"]).stem, spec["severity"],
-                                                 spec["data_seed"]) for im, rec in zip(ims, recs)],
+                lambda ims, paths: [degrade_image(plugin, im, path.stem, spec["severity"], spec["data_seed"])
+                                    for im, path in zip(ims, paths)],
                 f"degrade {plugin.name} s{spec['severity']}")
 
 
@@ -205,7 +186,7 @@ def _adapt(stage: Stage, ctx: Context, out: Path) -> None:
     plugin = _plugin("adapter", stage.spec["adapter"])
     fit = stage.inputs.get("fit")
     plugin.load(ctx.location(fit) if fit else None)
-    _map_images(stage, ctx, out, lambda ims, recs: plugin.adapt_batch(ims), f"adapt {plugin.name}",
+    _map_images(stage, ctx, out, lambda ims, paths: plugin.adapt_batch(ims), f"adapt {plugin.name}",
                 chunk=ADAPT_CHUNK)
 
 
