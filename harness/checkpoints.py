@@ -1,4 +1,5 @@
-"""Loading checkpoints under torch's ``weights_only`` unpickler.
+"""Saving checkpoints atomically and loading them under torch's ``weights_only`` unpickler: the one place
+every plugin goes through, so there is one place to audit.
 
 mmengine checkpoints carry a few non-tensor objects (a ``HistoryBuffer`` per logged scalar, numpy
 arrays and scalars in it). Those exact classes are allow-listed; anything else in a pickle is refused,
@@ -7,6 +8,8 @@ so a checkpoint from an untrusted source cannot run code. Never fall back to ``w
 from __future__ import annotations
 
 import collections
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +47,10 @@ def allow_mmengine_checkpoints() -> None:
         _installed = True
 
 
-def load(path: str | Path, map_location: str = "cpu") -> Any:
-    allow_mmengine_checkpoints()
+def load(path: str | Path, map_location: Any = "cpu", mmengine: bool = False) -> Any:
+    """Tensors and plain data only; ``mmengine`` also allows the classes of mmengine's checkpoints."""
+    if mmengine:
+        allow_mmengine_checkpoints()
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -53,3 +58,17 @@ def load(path: str | Path, map_location: str = "cpu") -> Any:
     except Exception as exc:  # torch raises UnpicklingError with a long hint; keep the first line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HarnessError(f"{path}: refused to load checkpoint ({first})") from None
+
+
+def save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temp file and rename: a kill mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -12,12 +12,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
 from conftest import matrix_config, write_config  # noqa: E402
-from harness import config, matrix  # noqa: E402
+from harness import checkpoints, config, matrix  # noqa: E402
 from harness.cache import Store  # noqa: E402
 from harness.data.coco import image_records  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.evaluation import evaluate  # noqa: E402
-from plugins.segmenters import tv_mask_rcnn as tv  # noqa: E402
 from plugins.segmenters.tv_mask_rcnn import CONFIG_DIR, PROFILE_CONFIGS, TVMaskRCNN, load_config  # noqa: E402
 
 CLASSES = [{"id": 1, "name": "inclusion"}, {"id": 2, "name": "patches"}, {"id": 3, "name": "scratches"}]
@@ -92,7 +91,7 @@ class Killed(Exception):
 def test_interrupted_training_resumes_where_it_stopped(dataset, tmp_path, monkeypatch):
     cfg = tmp_path / "every2.yaml"
     cfg.write_text(f"_base_: {CONFIG_DIR / PROFILE_CONFIGS['tiny']}\ntrain: {{checkpoint_interval: 2}}\n")
-    real_save = tv._save_atomic
+    real_save = checkpoints.save
 
     def save_then_die(obj, path):
         real_save(obj, path)
@@ -100,7 +99,7 @@ def test_interrupted_training_resumes_where_it_stopped(dataset, tmp_path, monkey
             raise Killed
 
     out = tmp_path / "resumed"
-    monkeypatch.setattr(tv, "_save_atomic", save_then_die)
+    monkeypatch.setattr(checkpoints, "save", save_then_die)
     with pytest.raises(Killed):
         TVMaskRCNN(config=str(cfg), max_iters=4, threads=1).train(dataset, out, "tiny", seed=0)
     monkeypatch.undo()

@@ -200,7 +200,9 @@ class CycleGAN(Adapter):
             torch.backends.cudnn.benchmark = benchmark
 
     def _save_checkpoint(self, state: dict[str, Any], path: Path) -> None:
-        T.save_atomic(state, path)
+        from harness import checkpoints
+
+        checkpoints.save(state, path)
 
     # -- adapt -----------------------------------------------------------------------------------
     def load(self, fit_dir: Path | None) -> None:
@@ -357,9 +359,12 @@ class Trainer(T.FitLoop):
                 "D_B": d_b.item()}
 
     def fit(self, progress: bool) -> None:
+        from harness import checkpoints
+        from harness.data.coco import write_json_atomic
+
         last = self.run(progress, f"fit cyclegan ({self.fit_dir.name})")
-        T.save_atomic(self.nets["G_BA"].state_dict(), self.fit_dir / "generator.pt")
-        T.write_json_atomic(self.fit_dir / "model.json", {
+        checkpoints.save(self.nets["G_BA"].state_dict(), self.fit_dir / "generator.pt")
+        write_json_atomic(self.fit_dir / "model.json", {
             "adapter": self.adapter.name, "version": self.adapter.version, "profile": self.s,
             "profile_digest": self.digest, "seed": self.seed, "iterations": self.iteration,
             "decay_start": self.decay_start, "images": {"A": len(self.images_a), "B": len(self.images_b)},

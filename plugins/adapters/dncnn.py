@@ -85,7 +85,9 @@ class DnCNN(Adapter):
             PairTrainer(self, list(map(Path, source)), list(map(Path, target)), fit_dir, seed, device).fit(progress)
 
     def _save_checkpoint(self, state: dict[str, Any], path: Path) -> None:
-        T.save_atomic(state, path)
+        from harness import checkpoints
+
+        checkpoints.save(state, path)
 
     # -- adapt -----------------------------------------------------------------------------------
     def load(self, fit_dir: Path | None) -> None:
@@ -190,9 +192,12 @@ class PairTrainer(T.FitLoop):
         self.sched.load_state_dict(state["sched"])
 
     def fit(self, progress: bool) -> None:
+        from harness import checkpoints
+        from harness.data.coco import write_json_atomic
+
         last = self.run(progress, f"fit dncnn ({self.fit_dir.name})")
-        T.save_atomic(self.net.state_dict(), self.fit_dir / "weights.pt")
-        T.write_json_atomic(self.fit_dir / "model.json", {
+        checkpoints.save(self.net.state_dict(), self.fit_dir / "weights.pt")
+        write_json_atomic(self.fit_dir / "model.json", {
             "adapter": self.adapter.name, "version": self.adapter.version, "architecture": self.adapter.architecture(),
             "params": self.adapter.identity()["params"], "seed": self.seed, "iterations": self.iteration,
             "pairs": len(self.pairs), "train_seconds": round(self.seconds, 1), "device": str(self.device),

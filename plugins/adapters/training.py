@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -216,32 +214,13 @@ def set_rng_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
     rng.bit_generator.state = json.loads(state["numpy"])
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file and rename: a kill mid-write leaves the previous file intact."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def load_weights(path: Path, device: torch.device | str = "cpu") -> Any:
-    """torch.load with weights_only=True (never False): a fit_dir from elsewhere cannot run code."""
-    import torch
+    """Weights-only load (never ``weights_only=False``): a fit_dir from elsewhere cannot run code."""
+    from harness import checkpoints
 
     if not path.is_file():
         raise HarnessError(f"{path}: not found (was the adapter fitted into this folder?)")
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HarnessError(f"{path}: refused to load ({first})") from None
+    return checkpoints.load(path, device)
 
 
 def load_fitted(adapter: str, fit_dir: Path | None, weights: str, device: torch.device,
@@ -262,13 +241,6 @@ def load_fitted(adapter: str, fit_dir: Path | None, weights: str, device: torch.
         raise HarnessError(f"{fit_dir / weights}: does not match {meta_path.name} "
                            f"({str(exc).splitlines()[0]})") from None
     return net.to(device).eval(), meta
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 class LossLog:

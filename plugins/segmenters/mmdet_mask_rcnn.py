@@ -139,7 +139,7 @@ class MMDetMaskRCNN(Segmenter):
         cfg = Config.fromfile(str(model_dir / "config.py"))
         cfg.model.test_cfg.rcnn.score_thr = float(self.config["score_thr"])
         model = MODELS.build(cfg.model)
-        ckpt = checkpoints.load(model_dir / "model.pth")
+        ckpt = checkpoints.load(model_dir / "model.pth", mmengine=True)
         missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
         if missing or unexpected:
             raise HarnessError(f"{model_dir / 'model.pth'}: weights do not fit config.py "

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from harness import checkpoints
 from harness.errors import HarnessError
 from harness.interfaces import Segmenter
 
@@ -138,7 +139,7 @@ class TVMaskRCNN(Segmenter):
         classes = [{"id": int(c["id"]), "name": str(c["name"])} for c in categories]
         meta = {"classes": [c["name"] for c in classes], "category_ids": [c["id"] for c in classes],
                 "harness_segmenter": self.name, "config": cfg}
-        _save_atomic({"state_dict": _cpu_state(model), "meta": meta}, out_dir / "model.pth")
+        checkpoints.save({"state_dict": _cpu_state(model), "meta": meta}, out_dir / "model.pth")
         (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         write_json_atomic(out_dir / "classes.json", classes)
 
@@ -149,7 +150,7 @@ class TVMaskRCNN(Segmenter):
         cfg = load_config(model_dir / "config.yaml")
         classes = json.loads((model_dir / "classes.json").read_text())
         model = build_model(cfg, len(classes), score_thr=float(self.config["score_thr"]))
-        state = _load_weights(model_dir / "model.pth")["state_dict"]
+        state = checkpoints.load(model_dir / "model.pth")["state_dict"]
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise HarnessError(f"{model_dir / 'model.pth'}: weights do not fit config.yaml "
@@ -382,7 +383,7 @@ def load_init(model, init: str, say) -> None:
         except Exception as exc:  # network or unpickling: keep the first line
             raise HarnessError(f"{init}: could not load init checkpoint ({_first_line(exc)})") from None
     else:
-        ckpt = _load_weights(init)
+        ckpt = checkpoints.load(init)
     if isinstance(ckpt, dict):
         for key in ("state_dict", "model"):
             if isinstance(ckpt.get(key), dict):
@@ -561,13 +562,13 @@ def _fit(model, optimizer, data: "TrainSet", tcfg: dict[str, Any], start: int, s
             say(f"iter {done}/{max_iters} lr {lr:.6f} {parts} s/it {np.mean(times[-len(window['loss']):]):.3f}")
             window = {}
         if done % int(tcfg["checkpoint_interval"]) == 0 or done == max_iters:
-            _save_atomic({"model": _cpu_state(model), "optimizer": optimizer.state_dict(), "iter": done},
+            checkpoints.save({"model": _cpu_state(model), "optimizer": optimizer.state_dict(), "iter": done},
                          work / CHECKPOINT)
     return times
 
 
 def _resume(model, optimizer, path: Path) -> int:
-    ckpt = _load_weights(path)
+    ckpt = checkpoints.load(path)
     try:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -580,27 +581,6 @@ def _resume(model, optimizer, path: Path) -> int:
 # -- checkpoints, devices, logs ----------------------------------------------------------------
 def _cpu_state(model) -> dict[str, Any]:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    """Temp file + rename: an interrupted save never leaves a truncated checkpoint behind."""
-    import torch
-
-    tmp = path.with_name(f".tmp-{path.name}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _load_weights(path: str | Path) -> Any:
-    """torch.load under weights_only: tensors and plain data only, so a checkpoint cannot run code."""
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise HarnessError(f"{path}: checkpoint not found") from None
-    except Exception as exc:
-        raise HarnessError(f"{path}: refused to load checkpoint ({_first_line(exc)})") from None
 
 
 def _first_line(exc: Exception) -> str:
