@@ -533,6 +533,7 @@ def _summary_section(run: Run) -> list[str]:
     rows = _row_order(run.cells[ROW].itertuples(index=False, name=None))
     settings = _setting_order(run.cells[SETTING].itertuples(index=False, name=None))
     compared = [r for r in rows if r[2] != IDENTITY and (r[0], r[1], IDENTITY) in rows]
+    has_fidelity = bool((run.results["iou_type"] == FIDELITY).any())
     columns: list[tuple[str, pd.Series]] = []
     for iou in _iou_types(run):
         columns.append((f"{iou} AP", _aggregate_by(_entries(run, iou, [("AP", "all")]), ROW + SETTING, len(seeds))))
@@ -540,13 +541,13 @@ def _summary_section(run: Run) -> list[str]:
             columns.append((f"Δ {iou} AP", _delta_aggs(run, iou, "AP", compared)))
         columns.append((f"{iou} AP50", _aggregate_by(_entries(run, iou, [("AP50", "all")]), ROW + SETTING,
                                                      len(seeds), metric="AP50")))
-    if (run.results["iou_type"] == FIDELITY).any():
+    if has_fidelity:
         for metric in FIDELITY_METRICS:
             columns.append((f"{metric}{' (dB)' if metric == 'PSNR' else ''}",
                             _aggregate_by(_entries(run, FIDELITY, [(metric, "all")]), ROW + SETTING, len(seeds),
                                           metric=metric)))
     out = [f"## Summary — AP ×100 and Δ vs `{IDENTITY}` paired by seed, {_seed_phrase(seeds)}", ""]
-    if (run.results["iou_type"] == FIDELITY).any():
+    if has_fidelity:
         out += ["PSNR (dB) and SSIM compare each adapted image with the clean image it was degraded from "
                 "(scikit-image, data range 255, mean over images): high fidelity need not mean high AP.", ""]
     for setting in settings:
