@@ -4,6 +4,7 @@ every plugin goes through, so there is one place to audit.
 mmengine checkpoints carry a few non-tensor objects (a ``HistoryBuffer`` per logged scalar, numpy
 arrays and scalars in it). Those exact classes are allow-listed; anything else in a pickle is refused,
 so a checkpoint from an untrusted source cannot run code. Never fall back to ``weights_only=False``.
+torch is imported on first use: plugin modules import this one while the registry loads.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 try:
     from numpy._core import multiarray as _multiarray
@@ -41,6 +41,8 @@ def safe_globals() -> list[Any]:
 
 def allow_mmengine_checkpoints() -> None:
     """Register the allow-list once per process (mmengine calls ``torch.load`` itself when resuming)."""
+    import torch
+
     global _installed
     if not _installed:
         torch.serialization.add_safe_globals(safe_globals())
@@ -49,6 +51,8 @@ def allow_mmengine_checkpoints() -> None:
 
 def load(path: str | Path, map_location: Any = "cpu", mmengine: bool = False) -> Any:
     """Tensors and plain data only; ``mmengine`` also allows the classes of mmengine's checkpoints."""
+    import torch
+
     if mmengine:
         allow_mmengine_checkpoints()
     try:
@@ -62,6 +66,8 @@ def load(path: str | Path, map_location: Any = "cpu", mmengine: bool = False) ->
 
 def save(obj: Any, path: str | Path) -> None:
     """torch.save to a temp file and rename: a kill mid-write leaves the previous file intact."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
