@@ -22,13 +22,14 @@ KEYS: dict[str, tuple[Any, str]] = {
     "seeds": ([0], "training seeds; one cell per seed"),
     "data_seed": (0, "seed of the degradation noise (a function of image, plugin, severity and this seed)"),
     "limit": (None, "evaluate only the first N images of the split (quick looks; part of every key)"),
+    "sample": (None, "evaluate a fixed random sample of N images of the split (chosen by file-name hash; part of every key)"),
     "fit_split": ("train", "split whose images trainable adapters fit on: clean ones as A, degraded ones as B"),
 }
 #: keys added after the first release (see MatrixConfig.hash)
-LATER_KEYS = ("fit_split",)
+LATER_KEYS = ("fit_split", "sample")
 ENTRY_KEYS = {
     "segmenters": {"name", "label", "params", "profile", "init"},
-    "adapters": {"name", "label", "params"},
+    "adapters": {"name", "label", "params", "fit_on"},
     "degradations": {"name", "label", "params", "severities"},
 }
 KIND_OF = {"segmenters": "segmenter", "adapters": "adapter", "degradations": "degradation"}
@@ -43,6 +44,7 @@ class Entry:
     profile: str | None = None
     init: str | None = None
     severities: list[int] | None = None
+    fit_on: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -62,6 +64,7 @@ class MatrixConfig:
     data_seed: int
     limit: int | None
     fit_split: str = "train"
+    sample: int | None = None
 
     @property
     def hash(self) -> str:
@@ -77,6 +80,7 @@ class MatrixConfig:
             "adapters": [e.as_dict() for e in self.adapters],
             "degradations": [e.as_dict() for e in self.degradations],
             "seeds": self.seeds, "data_seed": self.data_seed, "limit": self.limit, "fit_split": self.fit_split,
+            "sample": self.sample,
         }
 
 
@@ -100,7 +104,7 @@ def parse(raw: Any, path: Path, registry=None) -> MatrixConfig:
     if unknown:
         raise HarnessError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(KEYS)})")
     for key, (default, _) in KEYS.items():
-        if default is None and key not in ("limit",) and raw.get(key) is None:
+        if default is None and key not in ("limit", "sample") and raw.get(key) is None:
             raise HarnessError(f"{path}: missing required key '{key}'")
     get = lambda k: raw.get(k, KEYS[k][0])  # noqa: E731
     severities = _int_list(get("severities"), path, "severities")
@@ -114,6 +118,7 @@ def parse(raw: Any, path: Path, registry=None) -> MatrixConfig:
         data_seed=_int(get("data_seed"), path, "data_seed"),
         limit=None if get("limit") is None else _int(get("limit"), path, "limit"),
         fit_split=str(get("fit_split")),
+        sample=None if get("sample") is None else _positive(get("sample"), path, "sample"),
     )
     if registry is not None:
         check_plugins(cfg, registry)
@@ -153,6 +158,8 @@ def _entries(value: Any, key: str, path: Path, severities: list[int] | None) -> 
         if key == "segmenters":
             entry.profile = str(item.get("profile", "cpu"))
             entry.init = item.get("init")
+        if key == "adapters" and item.get("fit_on") is not None:
+            entry.fit_on = _fit_on(item["fit_on"], f"{where}.fit_on")
         if key == "degradations":
             entry.severities = ([0] if entry.name == "none"
                                 else _int_list(item.get("severities", severities), path, f"{key}[{i}].severities"))
@@ -162,6 +169,22 @@ def _entries(value: Any, key: str, path: Path, severities: list[int] | None) -> 
     if dupes:
         raise HarnessError(f"{path}: {key}: label '{dupes[0]}' used twice; give each variant its own 'label'")
     return out
+
+
+def _fit_on(value: Any, where: str) -> dict[str, Any]:
+    """One fixed degradation a trainable adapter fits on for every cell (a blind adapter), instead of each
+    cell's own degradation and severity."""
+    if not isinstance(value, dict) or "name" not in value:
+        raise HarnessError(f"{where}: expected a mapping with 'name' (a degradation) and 'severity'")
+    bad = sorted(set(value) - {"name", "params", "severity"})
+    if bad:
+        raise HarnessError(f"{where}: unknown key '{bad[0]}' (known: name, params, severity)")
+    if not isinstance(value.get("params", {}), dict):
+        raise HarnessError(f"{where}.params: expected a mapping")
+    severity = value.get("severity", 3)
+    if isinstance(severity, bool) or not isinstance(severity, int):
+        raise HarnessError(f"{where}.severity: expected an integer, got {severity!r}")
+    return {"name": str(value["name"]), "params": value.get("params") or {}, "severity": severity}
 
 
 def check_plugins(cfg: MatrixConfig, registry) -> None:
@@ -179,6 +202,12 @@ def check_plugins(cfg: MatrixConfig, registry) -> None:
                     bad = [s for s in entry.severities if s not in plugin.severities]
                     if bad:
                         raise HarnessError(f"severity {bad[0]} not in {list(plugin.severities)}")
+                if entry.fit_on is not None:
+                    if not plugin.trainable:
+                        raise HarnessError(f"fit_on: adapter '{entry.name}' is not trainable")
+                    deg = registry.create("degradation", entry.fit_on["name"], entry.fit_on["params"])
+                    if entry.fit_on["severity"] not in deg.severities:
+                        raise HarnessError(f"fit_on.severity {entry.fit_on['severity']} not in {list(deg.severities)}")
             except HarnessError as exc:
                 raise HarnessError(f"{where}: {exc}") from None
 
@@ -186,6 +215,12 @@ def check_plugins(cfg: MatrixConfig, registry) -> None:
 def _int(value: Any, path: Path, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise HarnessError(f"{path}: {key}: expected an integer, got {value!r}")
+    return value
+
+
+def _positive(value: Any, path: Path, key: str) -> int:
+    if _int(value, path, key) < 1:
+        raise HarnessError(f"{path}: {key}: expected a positive integer, got {value!r}")
     return value
 
 

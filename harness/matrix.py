@@ -95,6 +95,8 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
         p.dataset = {"name": _dataset_name(folder), "path": str(folder.resolve()), "fingerprint": fingerprint}
 
     view = {"split": cfg.split, "limit": cfg.limit}
+    if cfg.sample:
+        view["sample"] = cfg.sample
     deg_ids = {d.label: _identity(registry, d) for d in cfg.degradations if d.name != "none"}
     adapters = {a.label: registry.create(a.kind, a.name, a.params) for a in cfg.adapters}
     ad_ids = {label: plugin.identity() for label, plugin in adapters.items()}
@@ -122,7 +124,11 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
                         if ad.label in ad_fit:
                             fit_spec = {"adapter": ad_ids[ad.label], "split": cfg.fit_split,
                                         "data_seed": cfg.data_seed, "seed": seed}
-                            if ad_fit[ad.label] != "source":
+                            if ad.fit_on is not None:
+                                fit_spec.update(degradation=registry.create("degradation", ad.fit_on["name"],
+                                                                            ad.fit_on["params"]).identity(),
+                                                severity=ad.fit_on["severity"])
+                            elif ad_fit[ad.label] != "source":
                                 fit_spec.update(degradation=deg_ids.get(deg.label), severity=severity)
                             adapt_inputs["fit"] = p.add(Stage("fit", fit_spec, {"data": data}))
                         adapted = p.add(Stage("adapt", {"adapter": ad_ids[ad.label], **view}, adapt_inputs))

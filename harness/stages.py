@@ -99,11 +99,10 @@ def _plugin(kind: str, identity: dict[str, Any]):
 
 
 def _records(ctx: Context, stage: Stage) -> list[dict[str, Any]]:
-    from harness.data.coco import image_records
+    from harness.data.coco import chosen, image_records
 
-    records = image_records(ctx.location(stage.inputs["data"]), stage.spec["split"])
-    limit = stage.spec.get("limit")
-    return records[:limit] if limit else records
+    return chosen(image_records(ctx.location(stage.inputs["data"]), stage.spec["split"]), stage.spec.get("limit"),
+                  stage.spec.get("sample"))
 
 
 def _generate(stage: Stage, ctx: Context, out: Path) -> None:
@@ -200,7 +199,8 @@ def _evaluate(stage: Stage, ctx: Context, out: Path) -> None:
     from harness.data.coco import first_images, load_split, write_json_atomic
     from harness.evaluation import evaluate
 
-    gt = first_images(load_split(ctx.location(stage.inputs["data"]), stage.spec["split"]), stage.spec.get("limit"))
+    gt = first_images(load_split(ctx.location(stage.inputs["data"]), stage.spec["split"]), stage.spec.get("limit"),
+                      stage.spec.get("sample"))
     rows = evaluate(gt, ctx.location(stage.inputs["predictions"]) / "predictions.json")
     write_json_atomic(out / "metrics.json", rows)
 

@@ -110,11 +110,22 @@ def load_split(data_dir: str | Path, split: str) -> dict[str, Any]:
     return load_coco(Path(data_dir) / f"{split}.json")
 
 
-def first_images(coco: dict[str, Any], limit: int | None) -> dict[str, Any]:
-    """The split restricted to its first ``limit`` images by id (the ones ``image_records`` lists first)."""
-    if not limit:
+def chosen(images: list[dict[str, Any]], limit: int | None, sample: int | None = None) -> list[dict[str, Any]]:
+    """The evaluated images, in id order: all, the first ``limit`` by id, or ``sample`` images chosen by a hash
+    of their file names. Files are often sorted by class, so a sample is a fair subset where a prefix is not;
+    hashing names (not drawing from an RNG) keeps an image's membership independent of the others."""
+    ordered = sorted(images, key=lambda im: im["id"])
+    if sample:
+        keep = {im["id"] for im in sorted(ordered, key=lambda im: stable_hash(["sample", im["file_name"]]))[:sample]}
+        ordered = [im for im in ordered if im["id"] in keep]
+    return ordered[:limit] if limit else ordered
+
+
+def first_images(coco: dict[str, Any], limit: int | None, sample: int | None = None) -> dict[str, Any]:
+    """The split restricted to the images ``chosen`` picks (the ones the stages adapt and predict)."""
+    if not limit and not sample:
         return coco
-    keep = {img["id"] for img in sorted(coco["images"], key=lambda im: im["id"])[:limit]}
+    keep = {img["id"] for img in chosen(coco["images"], limit, sample)}
     return {**coco, "images": [im for im in coco["images"] if im["id"] in keep],
             "annotations": [a for a in coco["annotations"] if a["image_id"] in keep]}
 
