@@ -15,7 +15,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "name": ("run", "run name: leaderboard title and run-folder prefix"),
     "dataset": (None, "prepared dataset folder (`harness data prepare`), or {generate: synthetic, params: {...}}"),
     "split": ("test", "split evaluated (its images are degraded and adapted)"),
-    "segmenters": (None, "list of segmenter entries: name, profile, params, init, label"),
+    "segmenters": (None, "list of segmenter entries: name, profile, params, init, label, train_on, adapters"),
     "adapters": (["identity"], "list of adapter entries: name, params, label"),
     "degradations": (["none"], "list of degradation entries: name, params, severities, label; `none` = clean domain A"),
     "severities": ([3], "severities for degradations that do not list their own"),
@@ -28,7 +28,7 @@ KEYS: dict[str, tuple[Any, str]] = {
 #: keys added after the first release (see MatrixConfig.hash)
 LATER_KEYS = ("fit_split", "sample")
 ENTRY_KEYS = {
-    "segmenters": {"name", "label", "params", "profile", "init"},
+    "segmenters": {"name", "label", "params", "profile", "init", "train_on", "adapters"},
     "adapters": {"name", "label", "params", "fit_on"},
     "degradations": {"name", "label", "params", "severities"},
 }
@@ -42,7 +42,9 @@ class Entry:
     label: str
     params: dict[str, Any] = field(default_factory=dict)
     profile: str | None = None
-    init: str | None = None
+    init: str | dict[str, str] | None = None
+    train_on: dict[str, Any] | None = None
+    only_adapters: list[str] | None = None
     severities: list[int] | None = None
     fit_on: dict[str, Any] | None = None
 
@@ -157,7 +159,11 @@ def _entries(value: Any, key: str, path: Path, severities: list[int] | None) -> 
                       params=params)
         if key == "segmenters":
             entry.profile = str(item.get("profile", "cpu"))
-            entry.init = item.get("init")
+            entry.init = _init(item.get("init"), f"{where}.init")
+            if item.get("train_on") is not None:
+                entry.train_on = _train_on(item["train_on"], f"{where}.train_on", path)
+            if item.get("adapters") is not None:
+                entry.only_adapters = _labels(item["adapters"], f"{where}.adapters")
         if key == "adapters" and item.get("fit_on") is not None:
             entry.fit_on = _fit_on(item["fit_on"], f"{where}.fit_on")
         if key == "degradations":
@@ -168,6 +174,44 @@ def _entries(value: Any, key: str, path: Path, severities: list[int] | None) -> 
     dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
     if dupes:
         raise HarnessError(f"{path}: {key}: label '{dupes[0]}' used twice; give each variant its own 'label'")
+    return out
+
+
+def _init(value: Any, where: str) -> str | dict[str, str] | None:
+    """A checkpoint path or URL, or {segmenter: LABEL}: start from the model another entry trains (same seed),
+    e.g. to fine-tune a clean model on augmented data."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict) and set(value) == {"segmenter"} and isinstance(value["segmenter"], str):
+        return {"segmenter": value["segmenter"]}
+    raise HarnessError(f"{where}: expected a checkpoint path or URL, or {{segmenter: LABEL}}")
+
+
+def _labels(value: Any, where: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise HarnessError(f"{where}: expected a list of adapter labels")
+    return list(value)
+
+
+def _train_on(value: Any, where: str, path: Path) -> dict[str, Any]:
+    """Training-side baselines: train on A plus degraded copies (``augment``) and/or on adapted images
+    (``adapter``, applied to every training image; pair it with the same adapter at test time)."""
+    if not isinstance(value, dict) or not value:
+        raise HarnessError(f"{where}: expected a mapping with 'augment' and/or 'adapter'")
+    bad = sorted(set(value) - {"augment", "adapter"})
+    if bad:
+        raise HarnessError(f"{where}: unknown key '{bad[0]}' (known: augment, adapter)")
+    out: dict[str, Any] = {}
+    if value.get("augment") is not None:
+        degs = _entries(value["augment"], "degradations", Path(f"{where}.augment"), [1, 2, 3, 4, 5])
+        if any(d.name == "none" for d in degs):
+            raise HarnessError(f"{where}.augment: 'none' is not a degradation to augment with")
+        out["augment"] = [{"name": d.name, "params": d.params, "severities": d.severities} for d in degs]
+    if value.get("adapter") is not None:
+        ad = _entries([value["adapter"]], "adapters", Path(f"{where}.adapter"), None)[0]
+        out["adapter"] = {"name": ad.name, "params": ad.params, "fit_on": ad.fit_on}
     return out
 
 
@@ -198,6 +242,7 @@ def check_plugins(cfg: MatrixConfig, registry) -> None:
                 plugin = registry.create(entry.kind, entry.name, entry.params)
                 if entry.kind == "segmenter":
                     plugin.check_profile(entry.profile)
+                    _check_segmenter(cfg, entry, registry)
                 if entry.kind == "degradation":
                     bad = [s for s in entry.severities if s not in plugin.severities]
                     if bad:
@@ -210,6 +255,32 @@ def check_plugins(cfg: MatrixConfig, registry) -> None:
                         raise HarnessError(f"fit_on.severity {entry.fit_on['severity']} not in {list(deg.severities)}")
             except HarnessError as exc:
                 raise HarnessError(f"{where}: {exc}") from None
+
+
+def _check_segmenter(cfg: MatrixConfig, entry: Entry, registry) -> None:
+    labels = [a.label for a in cfg.adapters]
+    for label in entry.only_adapters or []:
+        if label not in labels:
+            raise HarnessError(f"adapters: '{label}' is not an adapter label of this matrix (known: {', '.join(labels)})")
+    if isinstance(entry.init, dict):
+        others = [s.label for s in cfg.segmenters if s.label != entry.label and not isinstance(s.init, dict)]
+        if entry.init["segmenter"] not in others:
+            raise HarnessError(f"init.segmenter: '{entry.init['segmenter']}' is not the label of another segmenter "
+                               f"trained from scratch or a checkpoint in this matrix (known: {', '.join(others) or 'none'})")
+    train_on = entry.train_on or {}
+    for deg in train_on.get("augment", []):
+        plugin = registry.create("degradation", deg["name"], deg["params"])
+        bad = [s for s in deg["severities"] if s not in plugin.severities]
+        if bad:
+            raise HarnessError(f"train_on.augment: {deg['name']} severity {bad[0]} not in {list(plugin.severities)}")
+    if "adapter" in train_on:
+        ad = train_on["adapter"]
+        plugin = registry.create("adapter", ad["name"], ad["params"])
+        if plugin.trainable and plugin.fit_data != "source" and ad["fit_on"] is None:
+            raise HarnessError(f"train_on.adapter: '{ad['name']}' fits on degraded images: give it fit_on "
+                               "{name: DEGRADATION, severity: N}")
+        if ad["fit_on"] is not None:
+            registry.create("degradation", ad["fit_on"]["name"], ad["fit_on"]["params"])
 
 
 def _int(value: Any, path: Path, key: str) -> int:

@@ -90,6 +90,8 @@ class Segmenter(Plugin):
     kind = "segmenter"
     #: profile name -> one-line description
     profiles: ClassVar[dict[str, str]] = {}
+    #: the checkpoint ``train`` leaves in its model folder, which another training can start from (``init``)
+    model_file: ClassVar[str] = "model.pth"
 
     def check_profile(self, profile: str) -> None:
         if profile not in self.profiles:

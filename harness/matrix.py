@@ -42,6 +42,7 @@ class Cell:
     labels: dict[str, Any]
     final: str  # key of the evaluate stage
     extra: list[str] = field(default_factory=list)  # further stages whose metrics.json rows belong to the cell
+    stages: dict[str, str | None] = field(default_factory=dict)  # its train/degrade/adapt/predict keys (report)
     id: str = ""
 
     def __post_init__(self) -> None:
@@ -101,16 +102,21 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
     adapters = {a.label: registry.create(a.kind, a.name, a.params) for a in cfg.adapters}
     ad_ids = {label: plugin.identity() for label, plugin in adapters.items()}
     ad_fit = {label: plugin.fit_data for label, plugin in adapters.items() if plugin.trainable}
-    for seg in cfg.segmenters:
+    models: dict[tuple[str, int], str] = {}
+    # a segmenter that starts from another's model is planned after it
+    for seg in sorted(cfg.segmenters, key=lambda e: isinstance(e.init, dict)):
         segmenter = registry.create(seg.kind, seg.name, seg.params)
         seg_id = segmenter.identity()
         model_fp = segmenter.model_fingerprint(seg.profile)
-        train_inputs = {"data": data}
-        if seg.init:
-            train_inputs["init"] = _init_source(p, seg.init, cfg.path)
+        train_data = _trainset(p, registry, seg, data, cfg) if seg.train_on else data
         for seed in cfg.seeds:
-            model = p.add(Stage("train", {"segmenter": seg_id, "profile": seg.profile, "seed": seed,
-                                          "model": model_fp}, train_inputs))
+            train_inputs = {"data": train_data}
+            if isinstance(seg.init, dict):
+                train_inputs["init"] = models[(seg.init["segmenter"], seed)]
+            elif seg.init:
+                train_inputs["init"] = _init_source(p, seg.init, cfg.path)
+            model = models[(seg.label, seed)] = p.add(Stage(
+                "train", {"segmenter": seg_id, "profile": seg.profile, "seed": seed, "model": model_fp}, train_inputs))
             for deg in cfg.degradations:
                 for severity in deg.severities:
                     if deg.name == "none":
@@ -120,17 +126,12 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
                                                          "data_seed": cfg.data_seed, **view},
                                              {"data": data, "images": data}))
                     for ad in cfg.adapters:
+                        if seg.only_adapters is not None and ad.label not in seg.only_adapters:
+                            continue
                         adapt_inputs = {"data": data, "images": images}
                         if ad.label in ad_fit:
-                            fit_spec = {"adapter": ad_ids[ad.label], "split": cfg.fit_split,
-                                        "data_seed": cfg.data_seed, "seed": seed}
-                            if ad.fit_on is not None:
-                                fit_spec.update(degradation=registry.create("degradation", ad.fit_on["name"],
-                                                                            ad.fit_on["params"]).identity(),
-                                                severity=ad.fit_on["severity"])
-                            elif ad_fit[ad.label] != "source":
-                                fit_spec.update(degradation=deg_ids.get(deg.label), severity=severity)
-                            adapt_inputs["fit"] = p.add(Stage("fit", fit_spec, {"data": data}))
+                            adapt_inputs["fit"] = _fit_stage(p, registry, ad, ad_fit[ad.label], data, cfg, seed,
+                                                             deg_ids.get(deg.label), severity)
                         adapted = p.add(Stage("adapt", {"adapter": ad_ids[ad.label], **view}, adapt_inputs))
                         preds = p.add(Stage("predict", {"segmenter": seg_id, **view},
                                             {"data": data, "model": model, "images": adapted}))
@@ -138,8 +139,42 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
                         fidelity = p.add(Stage("fidelity", dict(view), {"data": data, "images": adapted}))
                         p.cells.append(Cell({"segmenter": seg.label, "profile": seg.profile, "adapter": ad.label,
                                              "degradation": deg.label if deg.name != "none" else "none",
-                                             "severity": severity, "seed": seed}, final, [fidelity]))
+                                             "severity": severity, "seed": seed}, final, [fidelity],
+                                            stages={"train": model, "degrade": images if images != data else None,
+                                                    "adapt": adapted, "predict": preds}))
     return p
+
+
+def _fit_stage(p: Plan, registry, ad: Entry, fit_data: str, data: str, cfg: MatrixConfig, seed: int,
+               degradation: dict[str, Any] | None, severity: int) -> str:
+    """A trainable adapter's fit: on A alone, on a fixed degradation (``fit_on``), or on the cell's own."""
+    spec = {"adapter": registry.create(ad.kind, ad.name, ad.params).identity(), "split": cfg.fit_split,
+            "data_seed": cfg.data_seed, "seed": seed}
+    if ad.fit_on is not None:
+        spec.update(degradation=registry.create("degradation", ad.fit_on["name"], ad.fit_on["params"]).identity(),
+                    severity=ad.fit_on["severity"])
+    elif fit_data != "source":
+        spec.update(degradation=degradation, severity=severity)
+    return p.add(Stage("fit", spec, {"data": data}))
+
+
+def _trainset(p: Plan, registry, seg: Entry, data: str, cfg: MatrixConfig) -> str:
+    """The training split a training-side baseline learns from: clean images plus degraded copies, and/or
+    every image passed through an adapter. Its fit (if trainable) uses seed 0: the adapter is a fixed
+    pre-processing step, not part of what the segmenter's seed varies."""
+    spec: dict[str, Any] = {"split": "train", "data_seed": cfg.data_seed, "augment": [], "adapter": None}
+    inputs = {"data": data}
+    for deg in seg.train_on.get("augment", []):
+        spec["augment"].append({"degradation": registry.create("degradation", deg["name"], deg["params"]).identity(),
+                                "severities": deg["severities"]})
+    ad = seg.train_on.get("adapter")
+    if ad:
+        entry = Entry("adapter", ad["name"], ad["name"], ad["params"], fit_on=ad["fit_on"])
+        plugin = registry.create("adapter", ad["name"], ad["params"])
+        spec["adapter"] = plugin.identity()
+        if plugin.trainable:
+            inputs["fit"] = _fit_stage(p, registry, entry, plugin.fit_data, data, cfg, 0, None, 0)
+    return p.add(Stage("trainset", spec, inputs))
 
 
 def _init_source(p: Plan, init: str, config_path: Path) -> str:
@@ -270,7 +305,7 @@ def _write_run(out: Path, cfg: MatrixConfig, p: Plan, cell_state: dict[str, dict
     cells: list[dict[str, Any]] = []
     for cell in p.cells:
         state = cell_state[cell.id]
-        cells.append({"cell": cell.id, **cell.labels, **state})
+        cells.append({"cell": cell.id, **cell.labels, **state, "stages": cell.stages})
         if state["status"] == "done":
             for key in (cell.final, *cell.extra):
                 metrics = json.loads((store.path(p.stages[key].kind, key) / "metrics.json").read_text())

@@ -19,7 +19,7 @@ from harness.cache import Store
 from harness.errors import HarnessError
 from harness.hashing import seed_from, stable_hash
 
-KINDS = ("source", "dataset", "train", "fit", "degrade", "adapt", "predict", "evaluate", "fidelity")
+KINDS = ("source", "dataset", "trainset", "train", "fit", "degrade", "adapt", "predict", "evaluate", "fidelity")
 #: stages that resume from checkpoints in their scratch folder after an interruption
 RESUMABLE = ("train", "fit")
 #: images handed to ``Adapter.adapt_batch`` at once: networks batch them, the rest loop
@@ -111,10 +111,68 @@ def _generate(stage: Stage, ctx: Context, out: Path) -> None:
     generate_synthetic(out, progress=ctx.progress, **stage.spec["params"])
 
 
+def _trainset(stage: Stage, ctx: Context, out: Path) -> None:
+    """A training split for a training-side baseline (see ``harness.matrix._trainset``): ``train.json`` plus
+    its images, the clean ones first, then one degraded copy per augmenting degradation (severity drawn per
+    image), everything passed through the adapter if one is given. Copies keep their originals' annotations."""
+    from harness.data.coco import load_split, write_json_atomic
+    from harness.degrade import degrade_image
+    from harness.imageio import read_image, write_image
+
+    spec = stage.spec
+    data = ctx.location(stage.inputs["data"])
+    coco = load_split(data, spec["split"])
+    by_image: dict[Any, list] = {}
+    for ann in coco["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    variants: list[tuple[str, Any, list[int]]] = [("clean", None, [0])]
+    for i, aug in enumerate(spec["augment"]):
+        variants.append((f"aug{i}-{aug['degradation']['name']}", _plugin("degradation", aug["degradation"]),
+                         aug["severities"]))
+    adapter = None
+    if spec["adapter"]:
+        adapter = _plugin("adapter", spec["adapter"])
+        adapter.load(ctx.location(stage.inputs["fit"]) if "fit" in stage.inputs else None)
+    images, annotations = [], []
+    todo: list[tuple[np.ndarray, Path]] = []
+
+    def flush() -> None:
+        arrays = adapter.adapt_batch([a for a, _ in todo]) if adapter else [a for a, _ in todo]
+        for array, (_, dest) in zip(arrays, todo):
+            write_image(dest, array)
+        todo.clear()
+
+    originals = sorted(coco["images"], key=lambda im: im["id"])
+    stride = max((im["id"] for im in originals), default=0) + 1
+    for v, (name, plugin, severities) in enumerate(variants):
+        for img in originals:
+            key = Path(img["file_name"]).stem
+            image = read_image(data / img["file_name"])
+            if plugin is not None:
+                pick = np.random.default_rng(seed_from("augment", key, name, spec["data_seed"]))
+                image = degrade_image(plugin, image, key, int(pick.choice(severities)), spec["data_seed"])
+            file_name = f"images/{name}/{img['file_name']}"
+            new_id = v * stride + img["id"]
+            images.append({**img, "id": new_id, "file_name": file_name})
+            annotations += [{**a, "image_id": new_id} for a in by_image.get(img["id"], [])]
+            todo.append((image, out / file_name))
+            if len(todo) == ADAPT_CHUNK:
+                flush()
+    flush()
+    for i, ann in enumerate(annotations, 1):
+        ann["id"] = i
+    write_json_atomic(out / f"{spec['split']}.json", {**coco, "images": images, "annotations": annotations})
+    write_json_atomic(out / "trainset.json", {"variants": [n for n, _, _ in variants], "images": len(images),
+                                              "adapter": spec["adapter"]["name"] if spec["adapter"] else None})
+
+
 def _train(stage: Stage, ctx: Context, out: Path) -> None:
     spec = stage.spec
     plugin = _plugin("segmenter", spec["segmenter"])
-    init = ctx.sources.get(stage.inputs["init"]) if "init" in stage.inputs else None
+    init = None
+    if "init" in stage.inputs:
+        key = stage.inputs["init"]
+        init = ctx.sources.get(key) or str(ctx.location(key) / plugin.model_file)
     plugin.train(ctx.location(stage.inputs["data"]), out, spec["profile"], spec["seed"], init)
 
 
@@ -215,5 +273,5 @@ def _fidelity(stage: Stage, ctx: Context, out: Path) -> None:
     write_json_atomic(out / "metrics.json", rows)
 
 
-RUNNERS = {"dataset": _generate, "train": _train, "fit": _fit, "degrade": _degrade, "adapt": _adapt,
+RUNNERS = {"dataset": _generate, "trainset": _trainset, "train": _train, "fit": _fit, "degrade": _degrade, "adapt": _adapt,
            "predict": _predict, "evaluate": _evaluate, "fidelity": _fidelity}
