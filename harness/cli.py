@@ -221,6 +221,30 @@ def cmd_run(args) -> int:
     return 1 if c["failed"] else 0
 
 
+def cmd_infer(args) -> int:
+    from harness.infer import infer
+
+    reg = _registry(args)
+    adapter_params = _params(args.adapter_param)
+    if args.adapter_profile:
+        adapter_params["profile"] = args.adapter_profile
+    adapter = reg.create("adapter", args.adapter, adapter_params)
+    segmenter = reg.create("segmenter", args.segmenter, _params(args.param))
+    written = infer(args.images, adapter, segmenter, args.checkpoint, args.out, fit=args.fit,
+                    score_thr=args.score_thr, progress=not args.quiet)
+    print(f"{len(written)} image(s): {adapter.name} -> {segmenter.name}; overlays and COCO JSON -> {args.out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from harness.report.build import write_report
+
+    out = write_report(args.run_dirs, out=args.out, leaderboard=args.leaderboard, resamples=args.resamples,
+                       examples=args.examples, cache=args.cache, progress=not args.quiet)
+    print(f"report -> {out}")
+    return 0
+
+
 def cmd_leaderboard(args) -> int:
     from harness.leaderboard import write
 
@@ -343,6 +367,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute only stages of these kinds and their inputs (e.g. fit, train), no run folder")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("infer", help="image -> adapter -> segmenter: overlay PNG and COCO JSON per image")
+    s.add_argument("images", nargs="+", metavar="IMAGE")
+    s.add_argument("--segmenter", required=True, help="segmenter plugin that trained the checkpoint")
+    s.add_argument("--checkpoint", required=True, help="model folder training wrote (or its model.pth)")
+    s.add_argument("--adapter", default="identity")
+    s.add_argument("--fit", help="fit folder of a trainable adapter")
+    s.add_argument("--adapter-profile", help="the adapter's profile parameter (e.g. cyclegan: cpu)")
+    s.add_argument("--adapter-param", action="append", metavar="KEY=VALUE")
+    s.add_argument("--param", action="append", metavar="KEY=VALUE", help="segmenter parameter")
+    s.add_argument("--score-thr", type=float, default=0.5, help="lowest score drawn on the overlay (JSON keeps all)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_infer)
+
+    s = sub.add_parser("report", help="significance, plots and leaderboard of run folders")
+    s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    s.add_argument("--out", help="folder for significance.csv and plots/ (default: the first RUN_DIR)")
+    s.add_argument("--leaderboard", help="leaderboard markdown (default OUT/leaderboard.md)")
+    s.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples over test images")
+    s.add_argument("--examples", type=int, default=4, help="images per qualitative and failure panel")
+    s.add_argument("--cache", help="stage cache the run used (default: the one run.json names)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("leaderboard", help="render run folders as leaderboard markdown (several: side by side)")
     s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -423,3 +423,22 @@ def _overlay(ax, image: np.ndarray, records: Iterable[dict], class_names: dict[i
                 bbox={"facecolor": color, "alpha": 0.8, "pad": 0.8, "linewidth": 0})
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
+
+
+def overlay(image: np.ndarray, predictions: list[dict], out: str | Path, class_names: dict[int, str],
+            score_thr: float = 0.5, bgr: bool = True, title: str | None = None) -> Path:
+    """One image with its predictions drawn on it (what ``harness infer`` writes per image)."""
+    item = {"image": image, "title": title or ""}
+    rgb = _image(item, "image", 0, bgr)
+    preds = sorted((p for p in _records({"p": predictions}, "p", 0) if float(p.get("score", 1.0)) >= score_thr),
+                   key=lambda p: float(p.get("score", 1.0)))
+    h, w = rgb.shape[:2]
+    scale = 4.0 / max(h, w)
+    fig = Figure(figsize=(max(w * scale, 1.0), max(h * scale, 1.0) + (0.3 if title else 0.0)), layout="constrained")
+    ax = fig.subplots()
+    ax.set_xticks([])
+    ax.set_yticks([])
+    _overlay(ax, rgb, preds, class_names, 0, with_score=True)
+    if title:
+        ax.set_title(title, fontsize=8)
+    return _save(fig, out)
