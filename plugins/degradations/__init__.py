@@ -2,6 +2,7 @@
 from harness.hookspecs import hookimpl
 from plugins.degradations.blur import MotionBlur
 from plugins.degradations.chain import DomainB
+from plugins.degradations.corruptions import CORRUPTIONS
 from plugins.degradations.jpeg import Jpeg
 from plugins.degradations.noise import GaussianNoise
 
@@ -14,3 +15,5 @@ def harness_register_degradations(register):
     register(MotionBlur)
     register(Jpeg)
     register(DomainB)
+    for cls in CORRUPTIONS:
+        register(cls)
