@@ -2,6 +2,8 @@
 
 Every cell of the matrix appears in every table it belongs to: a missing number is shown as "—", "failed" or
 "pending" with a footnote, never dropped, so a partial run reads as partial rather than as a smaller benchmark.
+Files that `harness report` adds to a run folder are optional inputs: significance.csv puts bootstrap intervals
+on the summary's Δ columns and plots/manifest.json adds a Plots section.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.leaderboard import robustness
 
 KEY = ["segmenter", "profile", "adapter", "degradation", "severity", "seed"]
 ROW = ["segmenter", "profile", "adapter"]
@@ -35,6 +38,12 @@ SCALE_LABELS = {"AP_small": "small", "AP_medium": "medium", "AP_large": "large"}
 VERSION_ORDER = ("harness", "python", "torch", "mmdet", "mmcv", "pycocotools")
 IDENTITY = "identity"
 MISSING = "missing"
+ROBUSTNESS_METRIC = "AP"
+SIGNIFICANCE = "significance.csv"
+SIGNIFICANCE_COLUMNS = ["segmenter", "profile", "adapter", "degradation", "severity", "iou_type", "metric", "seeds",
+                        "delta", "lo", "hi", "resamples", "significant"]
+SIGNIFICANCE_KEY = [*ROW, *SETTING, "iou_type", "metric"]
+PLOTS_MANIFEST = Path("plots") / "manifest.json"
 
 
 @dataclass
@@ -43,15 +52,22 @@ class Run:
     cells: pd.DataFrame  # one row per matrix cell: KEY + cell, status, error
     results: pd.DataFrame  # known metrics only, unique per KEY + iou_type + metric + category
     notices: list[str] = field(default_factory=list)
+    #: significance.csv rows shown in the summary's Δ columns (None: the run folder has no such file)
+    significance: pd.DataFrame | None = None
+    #: plots/manifest.json entries: (path of the image, title)
+    plots: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def seeds(self) -> list[int]:
         return sorted(self.cells["seed"].unique().tolist())
 
 
-def render(run_dir: str | Path | list, title: str | None = None) -> str:
+def render(run_dir: str | Path | list, title: str | None = None, link_base: str | Path | None = None) -> str:
     """The whole leaderboard as one markdown string (ends with a newline). Several run folders (e.g. one per
-    segmenter, computed on different machines) are shown side by side in the same tables."""
+    segmenter, computed on different machines) are shown side by side in the same tables.
+
+    ``link_base`` is the folder the markdown will be written to, so that plot links resolve from there;
+    without it they are relative to the (first) run folder."""
     dirs = [Path(d) for d in run_dir] if isinstance(run_dir, (list, tuple)) else [Path(run_dir)]
     runs = [load_run(d) for d in dirs]
     run = _merge(runs) if len(runs) > 1 else runs[0]
@@ -61,18 +77,20 @@ def render(run_dir: str | Path | list, title: str | None = None) -> str:
         out += ([f"### Run {_esc(r.meta.get('name', 'unknown'))}", ""] if len(runs) > 1 else []) + _provenance(r)
     out += [READING, ""]
     out += _summary_section(run)
+    out += _robustness_section(run)
     for iou in _iou_types(run):
         out += _iou_section(run, iou)
     out += _failed_section(run)
     if run.notices:
         out += ["## Input notes", ""] + [f"- {_esc(n)}" for n in run.notices] + [""]
+    out += _plots_section(run, Path(link_base) if link_base is not None else dirs[0])
     return "\n".join(out).rstrip("\n") + "\n"
 
 
 def write(run_dir: str | Path | list, out_path: str | Path, title: str | None = None) -> Path:
     """Render and write atomically, so a reader never sees half a leaderboard."""
-    text = render(run_dir, title)
     out_path = Path(out_path)
+    text = render(run_dir, title, link_base=out_path.parent)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=".tmp-", suffix=out_path.suffix)
     try:
@@ -104,7 +122,9 @@ def load_run(run_dir: str | Path) -> Run:
     cells = _load_cells(run_dir / "cells.jsonl", notices)
     cells = _union_cells(cells, results)
     results = _drop_rows_of_unfinished(results, cells, notices)
-    return Run(meta, cells, results, notices)
+    significance = _load_significance(run_dir / SIGNIFICANCE, cells, notices)
+    plots = _load_plots(run_dir, notices)
+    return Run(meta, cells, results, notices, significance, plots)
 
 
 def _merge(runs: list[Run]) -> Run:
@@ -118,7 +138,14 @@ def _merge(runs: list[Run]) -> Run:
     results = pd.concat([r.results for r in runs], ignore_index=True)
     results = results[~results.duplicated(KEY + ["iou_type", "metric", "category"], keep="last")]
     results = results[results["cell"].isin(set(cells["cell"]))].reset_index(drop=True)
-    return Run({"name": " + ".join(str(r.meta.get("name")) for r in runs)}, cells, results, notices)
+    tests = [r.significance for r in runs if r.significance is not None]
+    significance = None
+    if tests:
+        significance = pd.concat(tests, ignore_index=True)
+        significance = significance[~significance.duplicated(SIGNIFICANCE_KEY, keep="last")].reset_index(drop=True)
+    plots = [p for r in runs for p in r.plots]
+    return Run({"name": " + ".join(str(r.meta.get("name")) for r in runs)}, cells, results, notices, significance,
+               plots)
 
 
 def _load_results(path: Path, notices: list[str]) -> pd.DataFrame:
@@ -224,6 +251,88 @@ def _drop_rows_of_unfinished(results: pd.DataFrame, cells: pd.DataFrame, notices
     if stale.any():
         notices.append(f"{int(stale.sum())} result row(s) belong to cells not marked done and are not tabulated.")
     return results[~stale].reset_index(drop=True)
+
+
+def _load_significance(path: Path, cells: pd.DataFrame, notices: list[str]) -> pd.DataFrame | None:
+    """The paired-bootstrap table of `harness report`, checked, and only its rows that the summary can show."""
+    if not path.is_file():
+        return None
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise HarnessError(f"{path}: empty (expected a header with {', '.join(SIGNIFICANCE_COLUMNS)})") from None
+    missing = [c for c in SIGNIFICANCE_COLUMNS if c not in df.columns]
+    if missing:
+        raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
+    df = df[SIGNIFICANCE_COLUMNS].astype(object).reset_index(drop=True)
+    for col in ["segmenter", "profile", "adapter", "degradation", "iou_type", "metric"]:
+        df[col] = df[col].astype(str)
+    for col, kind in [("severity", float), ("seeds", int), ("delta", float), ("lo", float), ("hi", float),
+                      ("resamples", int)]:
+        df[col] = _numeric(df[col], path, col, kind)
+        bad = [i for i, v in enumerate(df[col]) if not math.isfinite(v)]
+        if bad:
+            raise HarnessError(f"{path}: row {bad[0] + 2}: {col} {df[col].iloc[bad[0]]!r} is not a finite number")
+    flags = []
+    for i, raw in enumerate(df["significant"]):
+        text = str(raw).strip().lower()
+        if text not in ("true", "false"):
+            raise HarnessError(f"{path}: row {i + 2}: significant {str(raw)!r} is not True or False")
+        flags.append(text == "true")
+    df["significant"] = flags
+    inverted = df.index[df["lo"] > df["hi"]]
+    if len(inverted):
+        raise HarnessError(f"{path}: row {inverted[0] + 2}: lo is greater than hi")
+    dup = df.duplicated(SIGNIFICANCE_KEY, keep="last")
+    if dup.any():
+        notices.append(f"{path.name}: {int(dup.sum())} duplicate row(s); the last of each was used.")
+        df = df[~dup]
+    other = (df["metric"] != "AP") | (df["iou_type"] == FIDELITY)
+    if other.any():
+        kinds = sorted({f"{i}/{m}" for i, m in zip(df.loc[other, "iou_type"], df.loc[other, "metric"])})
+        notices.append(f"{path.name}: {int(other.sum())} row(s) of metrics the summary has no Δ column for "
+                       f"({', '.join(kinds)}) not shown.")
+        df = df[~other]
+    done = cells[cells["status"] == "done"]
+    finished = set(done[ROW + SETTING].itertuples(index=False, name=None))
+    paired = [(seg, prof, IDENTITY, deg, sev) in finished and (seg, prof, ad, deg, sev) in finished and ad != IDENTITY
+              for seg, prof, ad, deg, sev in df[ROW + SETTING].itertuples(index=False, name=None)]
+    stray = df[[not p for p in paired]]
+    if len(stray):
+        first = stray.iloc[0]
+        example = (f"{_segmenter_label(first.segmenter, first.profile)} {first.adapter} "
+                   f"{_setting_label(first.degradation, first.severity)}")
+        notices.append(f"{path.name}: {len(stray)} row(s) ignored: no finished pair of an adapter cell and its "
+                       f"{IDENTITY} cell in this run (e.g. {example}).")
+    return df[paired].reset_index(drop=True)
+
+
+def _load_plots(run_dir: Path, notices: list[str]) -> list[tuple[Path, str]]:
+    """Images that `harness report` listed for this run: (path, title), in the manifest's order."""
+    path = run_dir / PLOTS_MANIFEST
+    if not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HarnessError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(entries, list):
+        raise HarnessError(f"{path}: expected a JSON list of {{\"file\": ..., \"title\": ...}} objects")
+    plots, absent = [], []
+    for i, entry in enumerate(entries):
+        file = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(file, str) or not file.strip():
+            raise HarnessError(f"{path}: entry {i}: expected an object with a 'file' path")
+        title = entry.get("title")
+        if title is not None and not isinstance(title, str):
+            raise HarnessError(f"{path}: entry {i}: 'title' must be a string")
+        image = run_dir / file
+        if not image.is_file():
+            absent.append(file)
+        plots.append((image, title or Path(file).stem))
+    if absent:
+        notices.append(f"{PLOTS_MANIFEST.as_posix()}: {len(absent)} listed image(s) not found: {', '.join(absent)}.")
+    return plots
 
 
 # ---------------------------------------------------------------- entries and aggregation
@@ -535,10 +644,13 @@ def _summary_section(run: Run) -> list[str]:
     compared = [r for r in rows if r[2] != IDENTITY and (r[0], r[1], IDENTITY) in rows]
     has_fidelity = bool((run.results["iou_type"] == FIDELITY).any())
     columns: list[tuple[str, pd.Series]] = []
+    intervals: dict[tuple, tuple[Agg, int]] = {}
     for iou in _iou_types(run):
         columns.append((f"{iou} AP", _aggregate_by(_entries(run, iou, [("AP", "all")]), ROW + SETTING, len(seeds))))
         if compared:
-            columns.append((f"Δ {iou} AP", _delta_aggs(run, iou, "AP", compared)))
+            deltas = _delta_aggs(run, iou, "AP", compared)
+            columns.append((f"Δ {iou} AP", deltas))
+            intervals.update(_intervals(run, iou, deltas))
         columns.append((f"{iou} AP50", _aggregate_by(_entries(run, iou, [("AP50", "all")]), ROW + SETTING,
                                                      len(seeds), metric="AP50")))
     if has_fidelity:
@@ -551,8 +663,133 @@ def _summary_section(run: Run) -> list[str]:
         out += ["PSNR (dB) and SSIM compare each adapted image with the clean image it was degraded from "
                 "(scikit-image, data range 255, mean over images): high fidelity need not mean high AP.", ""]
     for setting in settings:
-        table = pd.DataFrame({label: [aggs.get((*row, *setting)) for row in rows] for label, aggs in columns},
-                             index=pd.MultiIndex.from_tuples(rows, names=ROW))
+        resamples: set[int] = set()
+        data = {}
+        for label, aggs in columns:
+            data[label] = []
+            for row in rows:
+                shown = intervals.get((label, *row, *setting))
+                if shown:
+                    resamples.add(shown[1])
+                data[label].append(shown[0] if shown else aggs.get((*row, *setting)))
+        table = pd.DataFrame(data, index=pd.MultiIndex.from_tuples(rows, names=ROW))
         out += [f"### {_setting_label(*setting)}", ""] + _grid(table, [label for label, _ in columns])
+        if resamples:
+            counts = ", ".join(map(str, sorted(resamples)))
+            out += [f"[lo, hi]: 95 % paired bootstrap interval over test images ({counts} resamples); "
+                    "* = excludes 0.", ""]
+    return out
+
+
+def _intervals(run: Run, iou: str, deltas: pd.Series) -> dict[tuple, tuple[Agg, int]]:
+    """The Δ cells that significance.csv has a bootstrap interval for: (column, row, setting) -> (Agg, resamples).
+
+    The number shown is the file's Δ over the pooled seeds' images, so that it sits inside its own interval;
+    the seed-paired Δ's notes (why a seed is missing) are kept."""
+    if run.significance is None:
+        return {}
+    n_seeds = len(run.seeds)
+    out = {}
+    sig = run.significance[(run.significance["iou_type"] == iou) & (run.significance["metric"] == "AP")]
+    for r in sig.itertuples(index=False):
+        key = (r.segmenter, r.profile, r.adapter, r.degradation, r.severity)
+        if key not in deltas.index:
+            continue
+        text = f"{_fmt(100 * r.delta, True)} [{_fmt(100 * r.lo, True)}, {_fmt(100 * r.hi, True)}]"
+        text += ("*" if r.significant else "") + (f" (n={r.seeds})" if r.seeds < n_seeds else "")
+        base = deltas.get(key)
+        out[(f"Δ {iou} AP", *key)] = (Agg(text, base.notes if isinstance(base, Agg) else ()), int(r.resamples))
+    return out
+
+
+ROBUSTNESS_READING = (
+    "P: clean {metric} (degradation `none`); mPC_c: a corruption's {metric} averaged over severities 1–5; "
+    "mPC: the mean of mPC_c over the corruptions; rPC = mPC / P, in %. Each is computed per seed, then "
+    "averaged over seeds. (k/K sev.) marks a mean over fewer severities than it should have, with the missing "
+    "ones in a note.")
+
+
+def _robustness_section(run: Run, metric: str = ROBUSTNESS_METRIC) -> list[str]:
+    """P, mPC and rPC per row, by corruption name, when the run has clean cells and corrupted ones."""
+    degradations = set(run.cells["degradation"])
+    if "none" not in degradations or not degradations - {"none"}:
+        return []
+    seeds = run.seeds
+    rows = _row_order(run.cells[ROW].itertuples(index=False, name=None))
+    out = [f"## Robustness — {metric} ×100, {_seed_phrase(seeds)}", "",
+           ROBUSTNESS_READING.format(metric=metric), ""]
+    severities = set(float(s) for s in robustness.SEVERITIES)
+    outside = run.cells[(run.cells["degradation"] != "none") & ~run.cells["severity"].isin(severities)]
+    if len(outside):
+        labels = sorted({_setting_label(d, s) for d, s in zip(outside["degradation"], outside["severity"])})
+        out += [f"Not in mPC (severity outside 1–5): {_esc(', '.join(labels))}.", ""]
+    for iou in _iou_types(run):
+        entries = _entries(run, iou, [(metric, "all")])
+        per = robustness.per_seed(entries)
+        names = robustness.corruptions_of(entries)
+        overall = f"mPC ({len(names)} corruption{'s' if len(names) != 1 else ''})"
+        labels = ["P", overall, "rPC (%)", *names]
+        keys = [("P", ""), ("mPC", ""), ("rPC", ""), *(("mPC_c", c) for c in names)]
+        groups = {k: g for k, g in per.groupby([*ROW, "measure", "corruption"], sort=False)}
+        body = {label: [_robust_agg(groups.get((*row, *key)), names, len(seeds)) for row in rows]
+                for label, key in zip(labels, keys)}
+        table = pd.DataFrame(body, index=pd.MultiIndex.from_tuples(rows, names=ROW))
+        out += [f"### {IOU_TITLES.get(iou, iou)}", ""] + _grid(table, labels)
+        out += [f"{overall}: {_esc(', '.join(names))}.", ""]
+    return out
+
+
+def _robust_agg(group: pd.DataFrame | None, names: list[str], n_seeds: int) -> Agg:
+    """One robustness value as mean ± s.e. over seeds, marked when it averages fewer severities than it should."""
+    if group is None:
+        return Agg("—", ("no cell for this row",))
+    agg = _aggregate(group, n_seeds)
+    ok = group[group["kind"] == ""]
+    if ok.empty:
+        return agg
+    have, of = int(ok["severities"].min()), int(group["of_severities"].max())
+    if have >= of:
+        return agg
+    notes = []
+    if group["measure"].iloc[0] == "mPC_c":
+        notes += _gap_notes(ok)
+    else:
+        absent = [c for c in names if any(c not in used for used in ok["corruptions"])]
+        partial = sorted({g[0] for gaps in ok["gaps"] for g in gaps})
+        if absent:
+            notes.append(f"mPC without {', '.join(absent)}, which has no value here (see its column)")
+        if partial:
+            notes.append(f"mPC includes {', '.join(partial)} averaged over fewer than "
+                         f"{len(robustness.SEVERITIES)} severities (see its column)")
+    return Agg(f"{agg.text} ({have}/{of} sev.)", tuple(dict.fromkeys(notes + list(agg.notes))))
+
+
+def _gap_notes(ok: pd.DataFrame) -> list[str]:
+    """'gaussian_noise s5 (seed 1): why' for the severities left out of a corruption's mean."""
+    missing: dict[tuple[str, str, float], set[int]] = {}
+    for seed, gaps in zip(ok["seed"], ok["gaps"]):
+        for name, severity, reason in gaps:
+            missing.setdefault((name, reason, severity), set()).add(seed)
+    grouped: dict[tuple[str, str, tuple[int, ...]], list[float]] = {}
+    for (name, reason, severity), seeds in sorted(missing.items(), key=lambda kv: (kv[0][2], kv[0][1])):
+        grouped.setdefault((name, reason, tuple(sorted(seeds))), []).append(severity)
+    all_seeds = set(ok["seed"])
+    notes = []
+    for (name, reason, seeds), severities in grouped.items():
+        which = "" if set(seeds) == all_seeds else f" (seed {', '.join(map(str, seeds))})"
+        notes.append(f"{name} {', '.join('s' + _num(s) for s in severities)}{which}: {reason}")
+    return notes
+
+
+def _plots_section(run: Run, base: Path) -> list[str]:
+    if not run.plots:
+        return []
+    out = ["## Plots", ""]
+    for image, title in run.plots:
+        target = Path(os.path.relpath(image, base)).as_posix()
+        if any(ch in target for ch in " ()"):
+            target = f"<{target}>"
+        alt = _esc(title).replace("[", "\\[").replace("]", "\\]")
+        out += [f"### {_esc(title)}", "", f"![{alt}]({target})", ""]
     return out
 
