@@ -25,6 +25,8 @@ KEYS: dict[str, tuple[Any, str]] = {
     "sample": (None, "evaluate a fixed random sample of N images of the split (chosen by file-name hash; part of every key)"),
     "fit_split": ("train", "split whose images trainable adapters fit on: clean ones as A, degraded ones as B"),
 }
+#: keys whose default None means "not set", not "required"
+OPTIONAL = ("limit", "sample")
 #: keys added after the first release (see MatrixConfig.hash)
 LATER_KEYS = ("fit_split", "sample")
 ENTRY_KEYS = {
@@ -106,7 +108,7 @@ def parse(raw: Any, path: Path, registry=None) -> MatrixConfig:
     if unknown:
         raise HarnessError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(KEYS)})")
     for key, (default, _) in KEYS.items():
-        if default is None and key not in ("limit", "sample") and raw.get(key) is None:
+        if default is None and key not in OPTIONAL and raw.get(key) is None:
             raise HarnessError(f"{path}: missing required key '{key}'")
     get = lambda k: raw.get(k, KEYS[k][0])  # noqa: E731
     severities = _int_list(get("severities"), path, "severities")

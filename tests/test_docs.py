@@ -289,7 +289,7 @@ def _default_text(default) -> str:
 
 
 def test_every_config_key_is_documented_with_its_default():
-    from harness.config import ENTRY_KEYS, KEYS
+    from harness.config import ENTRY_KEYS, KEYS, OPTIONAL
 
     text = (DOCS / "configuration.md").read_text(encoding="utf-8")
     sections = _sections(text)
@@ -300,7 +300,7 @@ def test_every_config_key_is_documented_with_its_default():
     for key, (default, _) in KEYS.items():
         assert key in sections, f"configuration.md: no '### `{key}`' section"
         assert key in rows, f"configuration.md: no '| `{key}` |' row in the key table"
-        required = default is None and key != "limit"
+        required = default is None and key not in OPTIONAL
         shown = rows[key][1]
         assert shown == ("required" if required else _default_text(default)), \
             f"configuration.md: default of `{key}` shown as {shown!r}, harness.config.KEYS says {default!r}"

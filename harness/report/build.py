@@ -1,0 +1,269 @@
+"""`harness report`: what a finished (or partial) run means, from its run folder and the stage cache.
+
+- ``significance.csv`` (in the run folder): for every adapter cell, the paired bootstrap over test images of
+  its AP minus identity's on the same images (same segmenter, setting and seeds);
+- ``plots/``: adaptation bars, AP vs severity, PSNR vs AP gain, qualitative panels and failure cases, listed in
+  ``plots/manifest.json`` so the leaderboard links them;
+- the leaderboard markdown, rendered with both.
+
+Predictions and images are read from the cache through the stage keys each cell records in ``cells.jsonl``,
+so a report needs no recomputation; cells whose stages are gone are reported and skipped.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.cache import Store
+from harness.data.coco import first_images, load_split, write_json_atomic
+from harness.errors import HarnessError
+from harness.hashing import seed_from
+
+IDENTITY = "identity"
+SIGNIFICANCE_COLUMNS = ["segmenter", "profile", "adapter", "degradation", "severity", "iou_type", "metric", "seeds",
+                        "delta", "lo", "hi", "resamples", "significant"]
+GROUP = ("segmenter", "profile", "degradation", "severity")
+
+
+class RunView:
+    """A run folder plus where its cells' stages live."""
+
+    def __init__(self, run_dir: Path, cache: str | Path | None = None):
+        self.dir = Path(run_dir)
+        meta_path = self.dir / "run.json"
+        if not meta_path.is_file():
+            raise HarnessError(f"{meta_path}: not found; is {self.dir} a run directory?")
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise HarnessError(f"{meta_path}: not valid JSON ({exc.msg})") from None
+        self.store = Store(cache or self.meta.get("cache"))
+        self.cells = [c for c in _read_cells(self.dir / "cells.jsonl") if c.get("status") == "done"]
+        self.notes: list[str] = []
+        config = self.meta.get("config", {})
+        dataset = self.meta.get("dataset", {}).get("path")
+        if not dataset or not Path(dataset).is_dir():
+            raise HarnessError(f"{meta_path}: dataset folder {dataset!r} not found; reports read its ground truth")
+        self.dataset = Path(dataset)
+        self.gt = first_images(load_split(self.dataset, config.get("split", "test")), config.get("limit"),
+                               config.get("sample"))
+        self.class_names = {int(c["id"]): str(c["name"]) for c in self.gt["categories"]}
+        self._predictions: dict[str, list[dict]] = {}
+
+    def stage(self, cell: dict, kind: str) -> Path | None:
+        key = (cell.get("stages") or {}).get(kind)
+        if not key:
+            return None
+        path = self.store.path(kind, key)
+        return path if self.store.done(kind, key) else None
+
+    def predictions(self, cell: dict) -> list[dict] | None:
+        folder = self.stage(cell, "predict")
+        if folder is None:
+            self.notes.append(f"cell {cell['cell']}: predictions not in the cache {self.store.root}; skipped")
+            return None
+        key = folder.name
+        if key not in self._predictions:
+            self._predictions[key] = json.loads((folder / "predictions.json").read_text())
+        return self._predictions[key]
+
+
+def _read_cells(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise HarnessError(f"{path}: not found; is {path.parent} a run directory?")
+    cells = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            cells.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a run killed mid-write: the table renderer reports it
+    return cells
+
+
+def _key(cell: dict) -> tuple:
+    return tuple(cell[k] for k in GROUP)
+
+
+def significance(view: RunView, resamples: int = 1000, iou_types=("bbox", "segm"), metric: str = "AP",
+                 progress: bool = True) -> pd.DataFrame:
+    """One row per (non-identity cell group over seeds, iou_type): bootstrap of mean(AP_adapter - AP_identity)."""
+    from tqdm import tqdm
+
+    from harness.evaluation.bootstrap import match, paired_bootstrap_seeds
+
+    by_group: dict[tuple, dict[str, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
+    for cell in view.cells:
+        by_group[_key(cell)][cell["adapter"]][int(cell["seed"])] = cell
+    jobs = [(group, adapter, seeds) for group, adapters in by_group.items() if IDENTITY in adapters
+            for adapter, seeds in adapters.items() if adapter != IDENTITY]
+    matched: dict[tuple[str, str], Any] = {}
+
+    def matched_for(cell: dict, iou: str):
+        preds = view.predictions(cell)
+        if preds is None:
+            return None
+        key = (cell["stages"]["predict"], iou)
+        if key not in matched:
+            matched[key] = match(view.gt, preds, iou)
+        return matched[key]
+
+    rows = []
+    for group, adapter, seeds in tqdm(jobs, desc="bootstrap", unit="pair", disable=not progress):
+        baseline = by_group[group][IDENTITY]
+        common = sorted(set(seeds) & set(baseline))
+        for iou in iou_types:
+            pairs = [(matched_for(seeds[s], iou), matched_for(baseline[s], iou)) for s in common]
+            pairs = [p for p in pairs if p[0] is not None and p[1] is not None]
+            if not pairs:
+                continue
+            seed = seed_from("bootstrap", *group, adapter, iou, metric)
+            res = paired_bootstrap_seeds(view.gt, pairs, iou, metric=metric, resamples=resamples, seed=seed)
+            rows.append({**dict(zip(GROUP, group)), "adapter": adapter, "iou_type": iou, "metric": metric,
+                         "seeds": len(pairs), "delta": res["delta"], "lo": res["lo"], "hi": res["hi"],
+                         "resamples": resamples, "significant": res["significant"]})
+    return pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS)
+
+
+def _headline(cells: list[dict]) -> tuple[str, float] | None:
+    """The setting the qualitative panels show: domain_b s3 if run (the seed report's domain B), else the
+    degraded setting with the most adapters, then the mid severity."""
+    settings: dict[tuple, set] = defaultdict(set)
+    for c in cells:
+        if c["degradation"] != "none":
+            settings[(c["degradation"], c["severity"])].add(c["adapter"])
+    if not settings:
+        return None
+    if ("domain_b", 3) in settings:
+        return ("domain_b", 3)
+    return max(settings, key=lambda s: (len(settings[s]), -abs(s[1] - 3), s[0]))
+
+
+def _images_of(view: RunView, cell: dict) -> tuple[Path | None, Path | None]:
+    degraded = view.stage(cell, "degrade") if cell["degradation"] != "none" else view.dataset
+    return degraded, view.stage(cell, "adapt")
+
+
+def _panel_row(view: RunView, cell: dict, image: dict, title: str) -> dict | None:
+    from harness.imageio import read_image
+
+    degraded_dir, adapted_dir = _images_of(view, cell)
+    preds = view.predictions(cell)
+    if degraded_dir is None or adapted_dir is None or preds is None:
+        return None
+    return {"title": title, "degraded": read_image(degraded_dir / image["file_name"]),
+            "adapted": read_image(adapted_dir / image["file_name"]),
+            "clean": read_image(view.dataset / image["file_name"]),
+            "predictions": [p for p in preds if p["image_id"] == image["id"]],
+            "ground_truth": [a for a in view.gt["annotations"] if a["image_id"] == image["id"]]}
+
+
+def _examples(view: RunView, n: int) -> list[dict]:
+    """``n`` images with defects, chosen by a hash of their names (stable across runs of the same data)."""
+    with_gt = {a["image_id"] for a in view.gt["annotations"]}
+    images = [im for im in view.gt["images"] if im["id"] in with_gt]
+    return sorted(images, key=lambda im: seed_from("example", im["file_name"]))[:n]
+
+
+def plots(view: RunView, results: pd.DataFrame, out: Path, examples: int = 4) -> list[dict[str, str]]:
+    """Every figure the report makes, as manifest entries {file (relative to ``out``), title}."""
+    from harness.evaluation.bootstrap import per_image_delta
+    from harness.report import plots as P
+
+    made: list[dict[str, str]] = []
+
+    def add(path: Path, title: str) -> None:
+        made.append({"file": str(path.relative_to(out)), "title": title})
+
+    folder = out / "plots"
+    degraded = results[results["degradation"] != "none"]
+    for deg in sorted(degraded["degradation"].unique()):
+        sevs = sorted(degraded.loc[degraded["degradation"] == deg, "severity"].unique())
+        sev = 3 if 3 in sevs else sevs[len(sevs) // 2]
+        add(P.adaptation_bars(results, (deg, sev), folder / f"bars-{_slug(deg)}-s{int(sev)}.png"),
+            f"With and without adaptation, {deg} s{int(sev)}")
+    if degraded.groupby("degradation")["severity"].nunique().gt(1).any():
+        for iou in ("bbox", "segm"):
+            add(P.severity_curves(results, folder / f"severity-{iou}.png", iou_type=iou),
+                f"{iou} AP vs severity, per adapter")
+    if (results["iou_type"] == "fidelity").any() and results["adapter"].nunique() > 1:
+        add(P.fidelity_vs_gain(results, folder / "psnr-vs-gain.png"), "Adapter PSNR vs segm AP gain over identity")
+
+    headline = _headline(view.cells)
+    if headline is None or examples <= 0:
+        return made
+    seed0 = min(int(c["seed"]) for c in view.cells)
+    at = [c for c in view.cells if (c["degradation"], c["severity"]) == headline and int(c["seed"]) == seed0]
+    at.sort(key=lambda c: (c["segmenter"], c["adapter"] != IDENTITY, c["adapter"]))
+    label = f"{headline[0]} s{int(headline[1])}"
+    for image in _examples(view, examples):
+        rows = [r for c in at if (r := _panel_row(view, c, image, f"{c['segmenter']}\n{c['adapter']}"))]
+        if rows:
+            stem = _slug(Path(image["file_name"]).stem)
+            add(P.panels(rows, folder / f"examples-{stem}.png", view.class_names,
+                         title=f"{image['file_name']}, {label}"), f"Example {image['file_name']}, {label}")
+    baselines = {c["segmenter"]: c for c in at if c["adapter"] == IDENTITY}
+    for cell in at:
+        base = baselines.get(cell["segmenter"])
+        if cell["adapter"] == IDENTITY or base is None:
+            continue
+        preds_a, preds_b = view.predictions(cell), view.predictions(base)
+        if preds_a is None or preds_b is None:
+            continue
+        scores = [(a - b, image_id, a, b) for image_id, a, b in per_image_delta(view.gt, preds_a, preds_b, "segm")
+                  if a == a and b == b and a < b]
+        worst = sorted(scores)[:examples]
+        images = {im["id"]: im for im in view.gt["images"]}
+        rows = [r for d, image_id, a, b in worst
+                if (r := _panel_row(view, cell, images[image_id],
+                                    f"{images[image_id]['file_name'].rsplit('/', 1)[-1]}\n"
+                                    f"segm AP {100 * b:.0f} -> {100 * a:.0f}"))]
+        if rows:
+            name = f"failures-{_slug(cell['segmenter'])}-{_slug(cell['adapter'])}.png"
+            add(P.failure_cases(rows, folder / name, view.class_names,
+                                title=f"Where {cell['adapter']} lost most vs identity ({cell['segmenter']}, {label})"),
+                f"Failure cases of {cell['adapter']} ({cell['segmenter']}, {label})")
+    return made
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in str(text))
+
+
+def write_report(run_dirs: list[str | Path], out: str | Path | None = None, leaderboard: str | Path | None = None,
+                 resamples: int = 1000, examples: int = 4, cache: str | Path | None = None,
+                 progress: bool = True) -> Path:
+    """Significance and plots for each run folder, then one leaderboard over all of them; returns its path."""
+    from harness.leaderboard import tables
+
+    if resamples < 1:
+        raise HarnessError(f"--resamples: expected a positive integer, got {resamples}")
+    dirs = [Path(d) for d in run_dirs]
+    out = Path(out) if out else dirs[0]
+    leaderboard = Path(leaderboard) if leaderboard else out / "leaderboard.md"
+    for i, run_dir in enumerate(dirs):
+        view = RunView(run_dir, cache)
+        sig = significance(view, resamples=resamples, progress=progress)
+        target = out if len(dirs) == 1 else out / _slug(run_dir.name)
+        target.mkdir(parents=True, exist_ok=True)
+        _write_csv(sig, run_dir / "significance.csv")
+        results = tables.load_run(run_dir).results
+        made = plots(view, results, target, examples=examples)
+        manifest = [{"file": os.path.relpath(target / m["file"], run_dir), "title": m["title"]} for m in made]
+        write_json_atomic(run_dir / "plots" / "manifest.json", manifest, indent=1)
+        for note in dict.fromkeys(view.notes):
+            print(f"harness: note: {note}")
+    tables.write(dirs, leaderboard)
+    return leaderboard
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    df.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+    os.replace(tmp, path)
