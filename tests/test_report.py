@@ -89,3 +89,25 @@ def test_report_of_a_partial_run_skips_missing_stages(run, tmp_path, fake_env, c
 def test_report_of_a_folder_that_is_not_a_run(tmp_path, fake_env, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "run.json" in capsys.readouterr().err
+
+
+def test_training_side_baselines_are_compared_with_the_plain_segmenter(registry, dataset, tmp_path, fake_env):
+    segs = [{"name": "threshold", "profile": "tiny"},
+            {"name": "threshold", "profile": "tiny", "label": "augmented", "adapters": ["identity"],
+             "train_on": {"augment": [{"name": "gaussian_noise", "severities": [3]}]}},
+            {"name": "threshold", "profile": "tiny", "label": "smoothed", "adapters": ["smooth"],
+             "train_on": {"adapter": {"name": "smooth"}}}]
+    raw = matrix_config(dataset, segmenters=segs, adapters=["identity", "smooth"])
+    cfg = config.load(write_config(tmp_path / "m.yaml", raw))
+    run_dir = tmp_path / "run"
+    matrix.run(cfg, registry, out=run_dir, store=Store(tmp_path / "cache"), progress=False)
+    assert main(["report", str(run_dir), "--resamples", "50", "--examples", "0", "--quiet"]) == 0
+    base = rows(run_dir / "baselines.csv")
+    compared = {(r["segmenter"], r["adapter"]) for r in base}
+    assert compared == {("augmented", "identity"), ("smoothed", "smooth"), ("threshold", "smooth")}
+    assert {r["reference_segmenter"] for r in base} == {"threshold"}
+    for r in base:
+        assert float(r["delta"]) == pytest.approx(float(r["value"]) - float(r["reference"]), abs=2e-6)  # 6 decimals in the CSV
+    board = (run_dir / "leaderboard.md").read_text()
+    assert "## Pre-processing vs training-side baselines" in board
+    assert "| augmented (tiny)" in board

@@ -42,6 +42,10 @@ ROBUSTNESS_METRIC = "AP"
 SIGNIFICANCE = "significance.csv"
 SIGNIFICANCE_COLUMNS = ["segmenter", "profile", "adapter", "degradation", "severity", "iou_type", "metric", "seeds",
                         "delta", "lo", "hi", "resamples", "significant"]
+#: written by `harness report` when a run has training-side baselines: every row vs its plain segmenter + identity
+BASELINES = "baselines.csv"
+BASELINE_COLUMNS = [*SIGNIFICANCE_COLUMNS[:3], "reference_segmenter", "reference_adapter", *SIGNIFICANCE_COLUMNS[3:],
+                    "value", "reference"]
 SIGNIFICANCE_KEY = [*ROW, *SETTING, "iou_type", "metric"]
 PLOTS_MANIFEST = Path("plots") / "manifest.json"
 
@@ -56,6 +60,8 @@ class Run:
     significance: pd.DataFrame | None = None
     #: plots/manifest.json entries: (path of the image, title)
     plots: list[tuple[Path, str]] = field(default_factory=list)
+    #: baselines.csv rows (None: no such file)
+    baselines: pd.DataFrame | None = None
 
     @property
     def seeds(self) -> list[int]:
@@ -78,6 +84,7 @@ def render(run_dir: str | Path | list, title: str | None = None, link_base: str 
     out += [READING, ""]
     out += _summary_section(run)
     out += _robustness_section(run)
+    out += _baselines_section(run)
     for iou in _iou_types(run):
         out += _iou_section(run, iou)
     out += _failed_section(run)
@@ -124,7 +131,7 @@ def load_run(run_dir: str | Path) -> Run:
     results = _drop_rows_of_unfinished(results, cells, notices)
     significance = _load_significance(run_dir / SIGNIFICANCE, cells, notices)
     plots = _load_plots(run_dir, notices)
-    return Run(meta, cells, results, notices, significance, plots)
+    return Run(meta, cells, results, notices, significance, plots, _load_baselines(run_dir / BASELINES))
 
 
 def _merge(runs: list[Run]) -> Run:
@@ -144,8 +151,9 @@ def _merge(runs: list[Run]) -> Run:
         significance = pd.concat(tests, ignore_index=True)
         significance = significance[~significance.duplicated(SIGNIFICANCE_KEY, keep="last")].reset_index(drop=True)
     plots = [p for r in runs for p in r.plots]
+    baselines = [r.baselines for r in runs if r.baselines is not None]
     return Run({"name": " + ".join(str(r.meta.get("name")) for r in runs)}, cells, results, notices, significance,
-               plots)
+               plots, pd.concat(baselines, ignore_index=True) if baselines else None)
 
 
 def _load_results(path: Path, notices: list[str]) -> pd.DataFrame:
@@ -678,6 +686,59 @@ def _summary_section(run: Run) -> list[str]:
             counts = ", ".join(map(str, sorted(resamples)))
             out += [f"[lo, hi]: 95 % paired bootstrap interval over test images ({counts} resamples); "
                     "* = excludes 0.", ""]
+    return out
+
+
+def _load_baselines(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise HarnessError(f"{path}: empty (expected a header with {', '.join(BASELINE_COLUMNS)})") from None
+    missing = [c for c in BASELINE_COLUMNS if c not in df.columns]
+    if missing:
+        raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
+    df = df[BASELINE_COLUMNS].astype(object).reset_index(drop=True)
+    for col, kind in [("severity", float), ("seeds", int), ("delta", float), ("lo", float), ("hi", float),
+                      ("resamples", int), ("value", float), ("reference", float)]:
+        df[col] = _numeric(df[col], path, col, kind)
+    df["significant"] = [str(v).strip().lower() == "true" for v in df["significant"]]
+    return df
+
+
+def _baselines_section(run: Run) -> list[str]:
+    """Pre-processing and training-side baselines side by side, each as its gain over doing nothing: the plain
+    segmenter (the one a baseline was fine-tuned from, or trained like) without adaptation, on the same images."""
+    df = run.baselines
+    if df is None or df.empty:
+        return []
+    out = ["## Pre-processing vs training-side baselines — AP ×100 (Δ vs the plain segmenter without adaptation)",
+           "",
+           "Each row against the segmenter it was fine-tuned from or trained like, with the `identity` adapter, on "
+           "the same test images: `Δ [lo, hi]`, a 95 % paired bootstrap interval over images "
+           f"({', '.join(map(str, sorted(set(df['resamples']))))} resamples); * = excludes 0.", ""]
+    settings = _setting_order(df[SETTING].itertuples(index=False, name=None))
+    for iou in [i for i in IOU_ORDER if i in set(df["iou_type"])]:
+        sub = df[df["iou_type"] == iou]
+        rows = list(dict.fromkeys(sub[["segmenter", "profile", "adapter", "reference_segmenter"]]
+                                  .itertuples(index=False, name=None)))
+        header = ["Segmenter", "Adapter", "vs", *[_setting_label(*st) for st in settings]]
+        body = []
+        for seg, prof, ad, ref in rows:
+            cells = []
+            for deg, sev in settings:
+                hit = sub[(sub["segmenter"] == seg) & (sub["adapter"] == ad) & (sub["degradation"] == deg)
+                          & (sub["severity"] == sev)]
+                if hit.empty:
+                    cells.append("—")
+                    continue
+                r = hit.iloc[-1]
+                cells.append(f"{_fmt(100 * r['value'], False)} ({_fmt(100 * r['delta'], True)} "
+                             f"[{_fmt(100 * r['lo'], True)}, {_fmt(100 * r['hi'], True)}]"
+                             f"{'*' if r['significant'] else ''})")
+            body.append([_esc(_segmenter_label(seg, prof)), _esc(ad), _esc(ref), *cells])
+        out += [f"### {IOU_TITLES[iou]}", ""] + _md_table(header, body, 3) + [""]
     return out
 
 

@@ -28,6 +28,8 @@ IDENTITY = "identity"
 SIGNIFICANCE_COLUMNS = ["segmenter", "profile", "adapter", "degradation", "severity", "iou_type", "metric", "seeds",
                         "delta", "lo", "hi", "resamples", "significant"]
 GROUP = ("segmenter", "profile", "degradation", "severity")
+BASELINE_COLUMNS = [*SIGNIFICANCE_COLUMNS[:3], "reference_segmenter", "reference_adapter", *SIGNIFICANCE_COLUMNS[3:],
+                    "value", "reference"]
 
 
 class RunView:
@@ -54,6 +56,7 @@ class RunView:
                                config.get("sample"))
         self.class_names = {int(c["id"]): str(c["name"]) for c in self.gt["categories"]}
         self._predictions: dict[str, list[dict]] = {}
+        self._matched: dict[tuple[str, str], Any] = {}
 
     def stage(self, cell: dict, kind: str) -> Path | None:
         key = (cell.get("stages") or {}).get(kind)
@@ -71,6 +74,19 @@ class RunView:
         if key not in self._predictions:
             self._predictions[key] = json.loads((folder / "predictions.json").read_text())
         return self._predictions[key]
+
+
+    def matched(self, cell: dict, iou: str):
+        """The cell's detections matched to ground truth once (``bootstrap.match``), or None if not cached."""
+        from harness.evaluation.bootstrap import match
+
+        preds = self.predictions(cell)
+        if preds is None:
+            return None
+        key = (cell["stages"]["predict"], iou)
+        if key not in self._matched:
+            self._matched[key] = match(self.gt, preds, iou)
+        return self._matched[key]
 
 
 def _read_cells(path: Path) -> list[dict]:
@@ -96,30 +112,19 @@ def significance(view: RunView, resamples: int = 1000, iou_types=("bbox", "segm"
     """One row per (non-identity cell group over seeds, iou_type): bootstrap of mean(AP_adapter - AP_identity)."""
     from tqdm import tqdm
 
-    from harness.evaluation.bootstrap import match, paired_bootstrap_seeds
+    from harness.evaluation.bootstrap import paired_bootstrap_seeds
 
     by_group: dict[tuple, dict[str, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
     for cell in view.cells:
         by_group[_key(cell)][cell["adapter"]][int(cell["seed"])] = cell
     jobs = [(group, adapter, seeds) for group, adapters in by_group.items() if IDENTITY in adapters
             for adapter, seeds in adapters.items() if adapter != IDENTITY]
-    matched: dict[tuple[str, str], Any] = {}
-
-    def matched_for(cell: dict, iou: str):
-        preds = view.predictions(cell)
-        if preds is None:
-            return None
-        key = (cell["stages"]["predict"], iou)
-        if key not in matched:
-            matched[key] = match(view.gt, preds, iou)
-        return matched[key]
-
     rows = []
     for group, adapter, seeds in tqdm(jobs, desc="bootstrap", unit="pair", disable=not progress):
         baseline = by_group[group][IDENTITY]
         common = sorted(set(seeds) & set(baseline))
         for iou in iou_types:
-            pairs = [(matched_for(seeds[s], iou), matched_for(baseline[s], iou)) for s in common]
+            pairs = [(view.matched(seeds[s], iou), view.matched(baseline[s], iou)) for s in common]
             pairs = [p for p in pairs if p[0] is not None and p[1] is not None]
             if not pairs:
                 continue
@@ -129,6 +134,64 @@ def significance(view: RunView, resamples: int = 1000, iou_types=("bbox", "segm"
                          "seeds": len(pairs), "delta": res["delta"], "lo": res["lo"], "hi": res["hi"],
                          "resamples": resamples, "significant": res["significant"]})
     return pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS)
+
+
+def references(config: dict[str, Any]) -> dict[str, str]:
+    """Segmenter label -> the plain segmenter it is a training-side baseline of (empty: no baselines).
+
+    A fine-tuned entry (``init: {segmenter: X}``) is compared with X; an entry trained from scratch on an
+    augmented or adapted split with the first plain entry of the same plugin and profile."""
+    segs = config.get("segmenters", [])
+    plain = [s for s in segs if not s.get("train_on") and not isinstance(s.get("init"), dict)]
+    out = {}
+    for s in segs:
+        if isinstance(s.get("init"), dict):
+            out[s["label"]] = s["init"]["segmenter"]
+        elif s.get("train_on"):
+            same = [p for p in plain if (p["name"], p.get("profile")) == (s["name"], s.get("profile"))]
+            if same:
+                out[s["label"]] = same[0]["label"]
+    if out:
+        out.update({s["label"]: s["label"] for s in plain})
+    return out
+
+
+def baselines(view: RunView, resamples: int = 1000, iou_types=("bbox", "segm"), metric: str = "AP",
+              progress: bool = True) -> pd.DataFrame:
+    """Every (segmenter, adapter) row of a run with training-side baselines vs its plain segmenter with
+    ``identity``, on the same images and seeds: is pre-processing or a training-side change the better fix?"""
+    from tqdm import tqdm
+
+    from harness.evaluation.bootstrap import paired_bootstrap_seeds
+
+    refs = references(view.meta.get("config", {}))
+    if not refs:
+        return pd.DataFrame(columns=BASELINE_COLUMNS)
+    cells: dict[tuple, dict[int, dict]] = defaultdict(dict)
+    for c in view.cells:
+        cells[(c["segmenter"], c["profile"], c["adapter"], c["degradation"], c["severity"])][int(c["seed"])] = c
+    profile_of = {c["segmenter"]: c["profile"] for c in view.cells}
+    rows = []
+    for (seg, prof, ad, deg, sev), seeds in tqdm(sorted(cells.items(), key=str), desc="baselines", unit="row",
+                                                 disable=not progress):
+        ref = refs.get(seg)
+        if ref is None or (seg == ref and ad == IDENTITY):
+            continue
+        base = cells.get((ref, profile_of.get(ref), IDENTITY, deg, sev), {})
+        common = sorted(set(seeds) & set(base))
+        for iou in iou_types:
+            pairs = [(view.matched(seeds[s], iou), view.matched(base[s], iou)) for s in common]
+            pairs = [p for p in pairs if p[0] is not None and p[1] is not None]
+            if not pairs:
+                continue
+            res = paired_bootstrap_seeds(view.gt, pairs, iou, metric=metric, resamples=resamples,
+                                         seed=seed_from("baseline", seg, ad, ref, deg, sev, iou, metric))
+            rows.append({"segmenter": seg, "profile": prof, "adapter": ad, "reference_segmenter": ref,
+                         "reference_adapter": IDENTITY, "degradation": deg, "severity": sev, "iou_type": iou,
+                         "metric": metric, "seeds": len(pairs), "delta": res["delta"], "lo": res["lo"],
+                         "hi": res["hi"], "resamples": resamples, "significant": res["significant"],
+                         "value": res["ap_a"], "reference": res["ap_b"]})
+    return pd.DataFrame(rows, columns=BASELINE_COLUMNS)
 
 
 def _headline(cells: list[dict]) -> tuple[str, float] | None:
@@ -253,6 +316,11 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None, lead
         target = out if len(dirs) == 1 else out / _slug(run_dir.name)
         target.mkdir(parents=True, exist_ok=True)
         _write_csv(sig, run_dir / "significance.csv")
+        base = baselines(view, resamples=resamples, progress=progress)
+        if base.empty:
+            (run_dir / "baselines.csv").unlink(missing_ok=True)
+        else:
+            _write_csv(base, run_dir / "baselines.csv")
         results = tables.load_run(run_dir).results
         made = plots(view, results, target, examples=examples)
         manifest = [{"file": os.path.relpath(target / m["file"], run_dir), "title": m["title"]} for m in made]
