@@ -27,6 +27,23 @@ def _params(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _with_device(reg, kind: str, name: str, params: dict[str, Any], device: str | None) -> dict[str, Any]:
+    """``--device`` as the plugin's ``device`` param, for plugins that run a network; refused by the others."""
+    if device:
+        if "device" not in reg.get(kind, name).params:
+            raise HarnessError(f"--device: {kind} '{name}' has no device (it does not run a network)")
+        params = {**params, "device": device}
+    return params
+
+
+def _check_device(device: str | None) -> str | None:
+    import re
+
+    if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise HarnessError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}")
+    return device
+
+
 def _registry(args):
     from harness.registry import Selection, default_registry
 
@@ -121,7 +138,9 @@ def cmd_degrade(args) -> int:
 
 
 def cmd_train_segmenter(args) -> int:
-    plugin = _registry(args).create("segmenter", args.name, _params(args.param))
+    reg = _registry(args)
+    plugin = reg.create("segmenter", args.name,
+                        _with_device(reg, "segmenter", args.name, _params(args.param), _check_device(args.device)))
     if not plugin.config.get("config"):  # a user's own config file replaces the profile
         plugin.check_profile(args.profile)
     out = Path(args.out)
@@ -135,7 +154,9 @@ def _adapter(args):
     params = _params(args.param)
     if getattr(args, "profile", None):
         params["profile"] = args.profile
-    return _registry(args).create("adapter", args.name, params)
+    reg = _registry(args)
+    return reg.create("adapter", args.name,
+                      _with_device(reg, "adapter", args.name, params, _check_device(getattr(args, "device", None))))
 
 
 def cmd_train_adapter(args) -> int:
@@ -180,7 +201,9 @@ def cmd_adapt(args) -> int:
 def cmd_predict(args) -> int:
     from harness.data.coco import image_records
 
-    plugin = _registry(args).create("segmenter", args.name, _params(args.param))
+    reg = _registry(args)
+    plugin = reg.create("segmenter", args.name,
+                        _with_device(reg, "segmenter", args.name, _params(args.param), _check_device(args.device)))
     records = image_records(args.data, args.split)[: args.limit or None]
     root = Path(args.images) if args.images else Path(args.data)
     plugin.predict(Path(args.model), records, root, Path(args.out), progress=not args.quiet)
@@ -204,13 +227,27 @@ def cmd_run(args) -> int:
     cfg = config.load(args.config, registry=reg)
     if args.limit is not None:
         cfg.limit = args.limit
+    if args.amp:
+        for seg in cfg.segmenters:
+            if "amp" not in reg.get("segmenter", seg.name).params:
+                raise HarnessError(f"--amp: segmenter '{seg.name}' has no mixed-precision inference")
+            seg.params = {**seg.params, "amp": True}
+    device = _check_device(args.device)
+    ex_params = _params(args.executor_param)
+    if args.workers is not None:
+        ex_params["workers"] = args.workers
+    if args.address is not None:
+        ex_params["address"] = args.address
+    executor = reg.create("executor", args.executor, ex_params)
     if args.only:
-        done = matrix.compute(cfg, reg, set(args.only.split(",")), store=Store(args.cache), progress=not args.quiet)
+        done = matrix.compute(cfg, reg, set(args.only.split(",")), store=Store(args.cache), progress=not args.quiet,
+                              executor=executor, device=device)
         print(f"{done['computed']} of {done['stages']} stages computed, {done['failed']} failed, "
               f"in {done['seconds']:.1f} s")
         return 1 if done["failed"] else 0
     out = Path(args.out) if args.out else matrix.default_run_dir(cfg)
-    summary = matrix.run(cfg, reg, out=out, store=Store(args.cache), progress=not args.quiet)
+    summary = matrix.run(cfg, reg, out=out, store=Store(args.cache), progress=not args.quiet, executor=executor,
+                         device=device)
     c = summary["cells"]
     print(f"run {out}: {c['done']}/{c['total']} cells done, {c['failed']} failed; "
           f"{summary['computed']} stages computed in {summary['seconds']:.1f} s")
@@ -228,8 +265,12 @@ def cmd_infer(args) -> int:
     adapter_params = _params(args.adapter_param)
     if args.adapter_profile:
         adapter_params["profile"] = args.adapter_profile
+    device = _check_device(args.device)
+    if device and "device" in reg.get("adapter", args.adapter).params:
+        adapter_params["device"] = device
     adapter = reg.create("adapter", args.adapter, adapter_params)
-    segmenter = reg.create("segmenter", args.segmenter, _params(args.param))
+    segmenter = reg.create("segmenter", args.segmenter,
+                           _with_device(reg, "segmenter", args.segmenter, _params(args.param), device))
     written = infer(args.images, adapter, segmenter, args.checkpoint, args.out, fit=args.fit,
                     score_thr=args.score_thr, progress=not args.quiet)
     print(f"{len(written)} image(s): {adapter.name} -> {segmenter.name}; overlays and COCO JSON -> {args.out}")
@@ -250,6 +291,9 @@ def cmd_leaderboard(args) -> int:
 
     print(f"leaderboard -> {write(args.run_dirs, args.out, args.title)}")
     return 0
+
+
+DEVICE_HELP = "auto | cpu | cuda | cuda:N for plugins that run a network (never part of a cache key)"
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -310,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a plugin").add_subparsers(dest="train_cmd", required=True)
     s = train.add_parser("segmenter")
+    s.add_argument("--device", help=DEVICE_HELP)
     s.add_argument("name")
     s.add_argument("--data", required=True, help="prepared dataset folder")
     s.add_argument("--profile", default="cpu")
@@ -319,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--param", action="append", metavar="KEY=VALUE")
     s.set_defaults(func=cmd_train_segmenter)
     s = train.add_parser("adapter", help="fit a trainable adapter on domain-A and domain-B image folders")
+    s.add_argument("--device", help=DEVICE_HELP)
     s.add_argument("name")
     s.add_argument("--source", required=True, help="domain-A (clean) images")
     s.add_argument("--target", help="domain-B images (paired adapters: same file names as their A originals)")
@@ -330,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train_adapter)
 
     s = sub.add_parser("adapt", help="apply an adapter to a folder of images")
+    s.add_argument("--device", help=DEVICE_HELP)
     s.add_argument("name")
     s.add_argument("in_dir")
     s.add_argument("out_dir")
@@ -340,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_adapt)
 
     s = sub.add_parser("predict", help="predict a split with a trained segmenter -> COCO results JSON")
+    s.add_argument("--device", help=DEVICE_HELP)
     s.add_argument("name")
     s.add_argument("--model", required=True)
     s.add_argument("--data", required=True)
@@ -365,10 +413,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--leaderboard", help="also write the leaderboard markdown here")
     s.add_argument("--only", metavar="KIND,...",
                    help="compute only stages of these kinds and their inputs (e.g. fit, train), no run folder")
+    s.add_argument("--executor", default="local", help="where stages run: local (default) or ray (harness[ray])")
+    s.add_argument("--workers", type=int, help="local executor: worker processes (0 = one per core)")
+    s.add_argument("--address", help="ray executor: cluster address (default: start a local Ray instance)")
+    s.add_argument("--executor-param", action="append", metavar="KEY=VALUE")
+    s.add_argument("--device", help=DEVICE_HELP)
+    s.add_argument("--amp", action="store_true",
+                   help="float16 inference on GPU for the segmenters (a separate cache key: outputs change slightly)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("infer", help="image -> adapter -> segmenter: overlay PNG and COCO JSON per image")
+    s.add_argument("--device", help=DEVICE_HELP)
     s.add_argument("images", nargs="+", metavar="IMAGE")
     s.add_argument("--segmenter", required=True, help="segmenter plugin that trained the checkpoint")
     s.add_argument("--checkpoint", required=True, help="model folder training wrote (or its model.pth)")

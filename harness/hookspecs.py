@@ -36,3 +36,9 @@ def harness_register_adapters(register):
 def harness_register_segmenters(register):
     """Register instance segmenters (train on COCO data, predict COCO results), subclasses of
     :class:`harness.interfaces.Segmenter`. Call ``register(cls)`` once per class."""
+
+
+@hookspec
+def harness_register_executors(register):
+    """Register matrix executors (where stages run: this process, a process pool, a Ray cluster), subclasses
+    of :class:`harness.interfaces.Executor`. Call ``register(cls)`` once per class."""

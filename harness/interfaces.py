@@ -7,7 +7,7 @@ shipped to another process or machine and rebuilt there.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -24,6 +24,9 @@ class Plugin:
     #: params that change how fast it runs, never what it computes (device, threads, workers): kept out of
     #: the identity, so changing them reuses cached results
     runtime_params: ClassVar[tuple[str, ...]] = ()
+    #: params added after a release: left out of the identity while at their default, so adding one keeps
+    #: every cached result of the plugin valid
+    later_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params: Any):
         unknown = sorted(set(params) - set(self.params))
@@ -34,7 +37,8 @@ class Plugin:
 
     def identity(self) -> dict[str, Any]:
         """What makes this instance's output what it is: part of every cache key it feeds."""
-        params = {k: v for k, v in self.config.items() if k not in self.runtime_params}
+        params = {k: v for k, v in self.config.items() if k not in self.runtime_params
+                  and not (k in self.later_params and v == self.params[k])}
         return {"kind": self.kind, "name": self.name, "version": self.version, "params": params}
 
 
@@ -112,4 +116,21 @@ class Segmenter(Plugin):
                 progress: bool = True) -> None:
         """Write COCO results (``image_id``, ``category_id``, ``bbox``, ``score``, RLE ``segmentation``)
         for ``images`` (COCO image records whose ``file_name`` is relative to ``image_root``)."""
+        raise NotImplementedError
+
+
+class Executor(Plugin):
+    """Runs a matrix's stages: in this process, in a process pool, on a cluster.
+
+    ``run`` gets stage dicts (``harness.stages.Stage.to_dict()``) in a topological order and the context dict,
+    executes each with ``harness.stages.execute`` once the stages it reads are done, and hands every result to
+    ``on_result`` in the calling process as it arrives. A stage whose input failed is not executed: its result
+    has status ``skipped`` and ``cause`` naming the failed input. Executors never change what is computed (a
+    stage's output is a function of its key), only where and when, so their params are all runtime.
+    """
+
+    kind = "executor"
+
+    def run(self, stages: list[dict[str, Any]], context: dict[str, Any],
+            on_result: Callable[[dict[str, Any]], None]) -> None:
         raise NotImplementedError

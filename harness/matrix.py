@@ -30,7 +30,7 @@ from harness.config import Entry, MatrixConfig
 from harness.errors import HarnessError
 from harness.hashing import stable_hash
 from harness.stages import KINDS as STAGE_KINDS
-from harness.stages import Context, Stage, execute
+from harness.stages import Context, Stage
 
 RESULT_COLUMNS = ["cell", "segmenter", "profile", "adapter", "degradation", "severity", "seed",
                   "iou_type", "metric", "category", "value", "note"]
@@ -220,13 +220,15 @@ def default_run_dir(cfg: MatrixConfig) -> Path:
 
 
 def run(cfg: MatrixConfig, registry, out: Path | None = None, store: Store | None = None, progress: bool = True,
-        on_event: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Compute every missing stage (cells in order); a failing stage fails only the cells that need it."""
+        on_event: Callable[[str], None] | None = None, executor=None, device: str | None = None) -> dict[str, Any]:
+    """Compute every missing stage on ``executor`` (default: in this process, cells in order); a failing stage
+    fails only the cells that need it. The run folder is rewritten as each cell finishes."""
     from tqdm import tqdm
 
     store = store or Store()
     out = Path(out) if out else default_run_dir(cfg)
     p = plan(cfg, registry, store, progress)
+    p.context.device = device
     out.mkdir(parents=True, exist_ok=True)
     say = on_event or (lambda msg: tqdm.write(msg))
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -237,26 +239,37 @@ def run(cfg: MatrixConfig, registry, out: Path | None = None, store: Store | Non
     status: dict[str, dict[str, Any]] = {}
     cell_state = {c.id: {"status": "pending", "error": None} for c in p.cells}
     _write_run(out, cfg, p, cell_state, created, None)
-    bar = tqdm(p.cells, desc="cells", unit="cell", disable=not progress)
-    for cell in bar:
-        bar.set_postfix_str(" ".join(f"{v}" for v in cell.labels.values()), refresh=False)
-        error = None
-        for key in p.upstream(cell.final, *cell.extra):
-            if key not in status:
-                stage = p.stages[key]
-                if stage.kind not in ("source",) and not store.done(stage.kind, key) and progress:
-                    say(f"[{stage.kind}] {key}")
-                status[key] = execute(stage.to_dict(), p.context.to_dict())
-                if status[key]["status"] == "failed":
-                    _log_failure(out, status[key])
-            if status[key]["status"] == "failed":
-                kind = p.stages[key].kind
-                error = status[key]["error"] if kind == "evaluate" else f"{kind} stage failed: {status[key]['error']}"
-                break
-        cell_state[cell.id] = {"status": "failed" if error else "done", "error": error}
-        if error:
-            say(f"cell {cell.id} failed: {error}")
-        _write_run(out, cfg, p, cell_state, created, None)
+    needs = {c.id: p.upstream(c.final, *c.extra) for c in p.cells}
+    waiting_on: dict[str, list[Cell]] = {}
+    for cell in p.cells:
+        for key in needs[cell.id]:
+            waiting_on.setdefault(key, []).append(cell)
+    left = {c.id: set(needs[c.id]) for c in p.cells}
+    bar = tqdm(total=len(p.cells), desc="cells", unit="cell", disable=not progress)
+
+    def on_result(result: dict[str, Any]) -> None:
+        status[result["key"]] = result
+        if result["status"] == "failed":
+            _log_failure(out, result)
+        finished = []
+        for cell in waiting_on.get(result["key"], []):
+            left[cell.id].discard(result["key"])
+            if not left[cell.id]:
+                finished.append(cell)
+        for cell in finished:
+            error = _cell_error(p, needs[cell.id], status)
+            cell_state[cell.id] = {"status": "failed" if error else "done", "error": error}
+            if error:
+                say(f"cell {cell.id} failed: {error}")
+            bar.update(1)
+        if finished:
+            _write_run(out, cfg, p, cell_state, created, None)
+
+    stages = [p.stages[k].to_dict() for k in p.upstream(*(k for c in p.cells for k in (c.final, *c.extra)))]
+    if progress:
+        todo = [s for s in stages if s["kind"] != "source" and not store.done(s["kind"], s["key"])]
+        say(f"{len(p.cells)} cells, {len(todo)} of {len(stages)} stages to compute")
+    (executor or _default_executor(registry)).run(stages, p.context.to_dict(), on_result)
     bar.close()
     finished = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     summary = _write_run(out, cfg, p, cell_state, created, finished)
@@ -265,8 +278,22 @@ def run(cfg: MatrixConfig, registry, out: Path | None = None, store: Store | Non
     return summary
 
 
+def _cell_error(p: Plan, keys: list[str], status: dict[str, dict[str, Any]]) -> str | None:
+    """The first failed stage a cell needs, in dependency order; skipped stages only echo it."""
+    for key in keys:
+        result = status.get(key, {"status": "failed", "error": "never ran"})
+        if result["status"] == "failed":
+            kind = p.stages[key].kind
+            return result["error"] if kind == "evaluate" else f"{kind} stage failed: {result['error']}"
+    return None
+
+
+def _default_executor(registry):
+    return registry.create("executor", "local", {})
+
+
 def compute(cfg: MatrixConfig, registry, kinds: set[str], store: Store | None = None,
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, executor=None, device: str | None = None) -> dict[str, Any]:
     """Compute only the stages of ``kinds`` (and what they need), e.g. every adapter fit on a GPU machine
     that shares or ships back the cache, before the full run elsewhere. Writes no run folder."""
     unknown = kinds - set(STAGE_KINDS)
@@ -274,13 +301,18 @@ def compute(cfg: MatrixConfig, registry, kinds: set[str], store: Store | None = 
         raise HarnessError(f"--only: unknown stage kind '{sorted(unknown)[0]}' (known: {', '.join(STAGE_KINDS)})")
     store = store or Store()
     p = plan(cfg, registry, store, progress)
+    p.context.device = device
     targets = [k for k, stage in p.stages.items() if stage.kind in kinds]
-    results = [execute(p.stages[k].to_dict(), p.context.to_dict()) for k in p.upstream(*targets)] if targets else []
+    results: list[dict[str, Any]] = []
+    if targets:
+        (executor or _default_executor(registry)).run([p.stages[k].to_dict() for k in p.upstream(*targets)],
+                                                      p.context.to_dict(), results.append)
     for r in results:
         if r["status"] == "failed" and progress:
             print(f"stage {r['key']} failed: {r['error']}")
     return {"stages": len(results), "computed": sum(r["status"] == "done" for r in results),
-            "failed": sum(r["status"] == "failed" for r in results), "seconds": sum(r["seconds"] for r in results)}
+            "failed": sum(r["status"] in ("failed", "skipped") for r in results),
+            "seconds": sum(r["seconds"] for r in results)}
 
 
 def _first_created(run_json: Path, config_hash: str) -> str | None:

@@ -21,12 +21,13 @@ import pluggy
 
 from harness import hookspecs
 from harness.errors import HarnessError
-from harness.interfaces import Adapter, Degradation, Plugin, Segmenter
+from harness.interfaces import Adapter, Degradation, Executor, Plugin, Segmenter
 
 KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "degradation": ("harness_register_degradations", Degradation),
     "adapter": ("harness_register_adapters", Adapter),
     "segmenter": ("harness_register_segmenters", Segmenter),
+    "executor": ("harness_register_executors", Executor),
 }
 ALLOW_ENV, BLOCK_ENV, MODULES_ENV, TRACE_ENV = (
     "HARNESS_ALLOW_PLUGINS", "HARNESS_BLOCK_PLUGINS", "HARNESS_PLUGINS", "HARNESS_TRACE")

@@ -54,6 +54,8 @@ class Context:
     cache: str
     sources: dict[str, str] = field(default_factory=dict)
     progress: bool = True
+    #: ``--device``: overrides the ``device`` param of every plugin that has one, without changing any key
+    device: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,15 +89,32 @@ def execute(stage_dict: dict[str, Any], context_dict: dict[str, Any]) -> dict[st
     return {"key": stage.key, "status": "done", "seconds": time.perf_counter() - start, "error": None}
 
 
+def skipped(stage_dict: dict[str, Any], cause: str) -> dict[str, Any]:
+    """The result of a stage not run because its input ``cause`` failed (or was itself skipped)."""
+    return {"key": stage_dict["key"], "status": "skipped", "seconds": 0.0, "cause": cause,
+            "error": f"input {cause} failed"}
+
+
+def blocked_by(stage_dict: dict[str, Any], results: dict[str, dict[str, Any]]) -> str | None:
+    """The first input of ``stage_dict`` whose result is failed or skipped, if any."""
+    for key in stage_dict["inputs"].values():
+        if results.get(key, {}).get("status") in ("failed", "skipped"):
+            return key
+    return None
+
+
 # -- one runner per stage kind ------------------------------------------------------------------
-def _plugin(kind: str, identity: dict[str, Any]):
+def _plugin(kind: str, identity: dict[str, Any], ctx: Context | None = None):
     from harness.registry import default_registry
 
     registry = default_registry()
     cls = registry.get(kind, identity["name"])
     if str(cls.version) != str(identity["version"]):
         raise HarnessError(f"{kind} '{identity['name']}' is version {cls.version}, stage wants {identity['version']}")
-    return cls(**identity["params"])
+    params = dict(identity["params"])
+    if ctx is not None and ctx.device and "device" in cls.params:
+        params["device"] = ctx.device
+    return cls(**params)
 
 
 def _records(ctx: Context, stage: Stage) -> list[dict[str, Any]]:
@@ -131,7 +150,7 @@ def _trainset(stage: Stage, ctx: Context, out: Path) -> None:
                          aug["severities"]))
     adapter = None
     if spec["adapter"]:
-        adapter = _plugin("adapter", spec["adapter"])
+        adapter = _plugin("adapter", spec["adapter"], ctx)
         adapter.load(ctx.location(stage.inputs["fit"]) if "fit" in stage.inputs else None)
     images, annotations = [], []
     todo: list[tuple[np.ndarray, Path]] = []
@@ -168,7 +187,7 @@ def _trainset(stage: Stage, ctx: Context, out: Path) -> None:
 
 def _train(stage: Stage, ctx: Context, out: Path) -> None:
     spec = stage.spec
-    plugin = _plugin("segmenter", spec["segmenter"])
+    plugin = _plugin("segmenter", spec["segmenter"], ctx)
     init = None
     if "init" in stage.inputs:
         key = stage.inputs["init"]
@@ -220,7 +239,7 @@ def _fit(stage: Stage, ctx: Context, out: Path) -> None:
     from harness.imageio import read_image, write_image
 
     spec = stage.spec
-    plugin = _plugin("adapter", spec["adapter"])
+    plugin = _plugin("adapter", spec["adapter"], ctx)
     source, target = fit_sets(image_records(ctx.location(stage.inputs["data"]), spec["split"]), plugin.fit_data,
                               spec["data_seed"])
     scratch = out / "fit-target"
@@ -240,7 +259,7 @@ def _fit(stage: Stage, ctx: Context, out: Path) -> None:
 
 
 def _adapt(stage: Stage, ctx: Context, out: Path) -> None:
-    plugin = _plugin("adapter", stage.spec["adapter"])
+    plugin = _plugin("adapter", stage.spec["adapter"], ctx)
     fit = stage.inputs.get("fit")
     plugin.load(ctx.location(fit) if fit else None)
     _map_images(stage, ctx, out, lambda ims, paths: plugin.adapt_batch(ims), f"adapt {plugin.name}",
@@ -248,7 +267,7 @@ def _adapt(stage: Stage, ctx: Context, out: Path) -> None:
 
 
 def _predict(stage: Stage, ctx: Context, out: Path) -> None:
-    plugin = _plugin("segmenter", stage.spec["segmenter"])
+    plugin = _plugin("segmenter", stage.spec["segmenter"], ctx)
     plugin.predict(ctx.location(stage.inputs["model"]), _records(ctx, stage), ctx.location(stage.inputs["images"]),
                    out / "predictions.json", progress=ctx.progress)
 

@@ -6,6 +6,7 @@ matrix run exercises every stage end to end (and degradations move its metrics) 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -91,6 +92,21 @@ class Explode(Adapter):
         raise RuntimeError(self.config["message"])
 
 
+class DieOnce(Adapter):
+    """Kills its own process the first time it runs (a worker lost mid-stage), then behaves as identity."""
+
+    name = "die_once"
+    version = "1"
+    params = {"marker": ""}
+
+    def adapt(self, image: np.ndarray) -> np.ndarray:
+        marker = Path(self.config["marker"])
+        if self.config["marker"] and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os._exit(1)
+        return image
+
+
 class MeanShift(Adapter):
     """Fitted adapter: shifts B's mean brightness onto A's. Records what ``fit`` was given, for the tests."""
 
@@ -128,4 +144,5 @@ def harness_register_segmenters(register):
 def harness_register_adapters(register):
     register(Smooth)
     register(Explode)
+    register(DieOnce)
     register(MeanShift)

@@ -67,7 +67,9 @@ class TVMaskRCNN(Segmenter):
         "threads": None,      # torch CPU threads; default: torch's
         "score_thr": 0.05,
         "predict_batch": 8,
+        "amp": False,         # float16 autocast for inference on a GPU (faster; ignored on CPU)
     }
+    later_params = ("amp",)
 
     # -- config --------------------------------------------------------------------------------
     def config_path(self, profile: str) -> Path:
@@ -172,7 +174,7 @@ class TVMaskRCNN(Segmenter):
         results: list[dict[str, Any]] = []
         batch = max(1, int(self.config["predict_batch"]))
         bar = tqdm(total=len(images), desc="predict", unit="img", disable=not progress)
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast(self.config["amp"], model):
             for start in range(0, len(images), batch):
                 chunk = images[start:start + batch]
                 tensors = [_to_tensor(read_image(Path(image_root) / rec["file_name"]), device) for rec in chunk]
@@ -622,3 +624,15 @@ def _setup_torch(threads: int | None) -> None:
 
     if threads:
         torch.set_num_threads(int(threads))
+
+
+def _autocast(amp: bool, model):
+    """float16 autocast around inference when asked for and the model is on a GPU; a no-op otherwise."""
+    import contextlib
+
+    import torch
+
+    device = next(model.parameters()).device
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
