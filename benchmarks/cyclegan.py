@@ -31,7 +31,8 @@ from harness.hashing import seed_from  # noqa: E402
 from harness.imageio import list_images, read_image, write_image  # noqa: E402
 from plugins.adapters import cyclegan, dncnn  # noqa: E402
 from plugins.adapters.nets import ResnetGenerator, init_weights  # noqa: E402
-from plugins.adapters.training import save_atomic, to_uint8  # noqa: E402
+from harness.checkpoints import save as save_atomic  # noqa: E402
+from plugins.adapters.training import to_uint8  # noqa: E402
 
 
 def texture(seed: int, size: int = 200) -> np.ndarray:
@@ -150,7 +151,8 @@ def main() -> None:
         print("training:")
         for profile in profiles:
             train_cyclegan(profile, paths, work, args.device, iters.get(profile, 5))
-        train_dncnn(paths, work, args.device, args.dncnn_iters)
+        if args.dncnn_iters > 0:
+            train_dncnn(paths, work, args.device, args.dncnn_iters)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

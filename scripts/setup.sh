@@ -30,5 +30,5 @@ if ! ls "$WHEELS"/mmcv-$MMCV-*.whl >/dev/null 2>&1; then
     mv "$build"/dist/mmcv-$MMCV-*.whl "$WHEELS/"
 fi
 pip install -q "$WHEELS"/mmcv-$MMCV-*.whl
-pip install -q -e ".[dev]"
+pip install -q -e ".[dev,ray]"
 "$VENV/bin/python" -c "import mmcv.ops, mmdet; print('setup: mmcv', mmcv.__version__, 'mmdet', mmdet.__version__)"
