@@ -8,12 +8,13 @@
 #
 # Usage: benchmarks/gpu_check.sh [NEU_SEG_RELEASE_DIR]        (default ../shared/datasets/neu-seg)
 #        SEG_ITERS=200 CG_ITERS=200 DEVICE=cuda WORK=/tmp/gpu-check OUT=. benchmarks/gpu_check.sh ...
-# DEVICE=cpu with small iteration counts checks the script itself on a machine without a GPU.
+# DEVICE=cpu SEG_ITERS=2 CG_ITERS=2 SAMPLE=4 checks the script itself on a machine without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NEU=${1:-../shared/datasets/neu-seg}
 SEG_ITERS=${SEG_ITERS:-200}
 CG_ITERS=${CG_ITERS:-200}
+SAMPLE=${SAMPLE:-200}
 DEVICE=${DEVICE:-cuda}
 WORK=${WORK:-/tmp/gpu-check}
 OUT=${OUT:-.}
@@ -32,7 +33,7 @@ python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is
 cat > "$WORK/matrix.yaml" <<YAML
 name: gpu-check
 dataset: $WORK/neu
-sample: 200
+sample: $SAMPLE
 segmenters:
   - name: mmdet-mask-rcnn
     profile: seed
@@ -47,11 +48,11 @@ echo "matrix: $(( $(date +%s) - start )) s wall"
 python benchmarks/cyclegan.py --device "$DEVICE" --profiles seed --iters "seed=$CG_ITERS" --dncnn-iters 0 \
     --data "$WORK/neu/images/test" --images 32 > "$WORK/cyclegan.txt"
 
-python - "$WORK" "$DEVICE" <<'PY' | tee "$OUT/gpu-check.txt"
+python - "$WORK" "$DEVICE" "$SAMPLE" <<'PY' | tee "$OUT/gpu-check.txt"
 import json, sys
 from pathlib import Path
 
-work, device = Path(sys.argv[1]), sys.argv[2]
+work, device, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 cells = [json.loads(l) for l in (work / "run" / "cells.jsonl").read_text().splitlines()]
 cache = work / "cache"
 train = json.loads((cache / "train" / cells[0]["stages"]["train"] / "train_stats.json").read_text())
@@ -62,7 +63,7 @@ for c in cells:
     seconds = float((cache / "predict" / c["stages"]["predict"] / "seconds.txt").read_text())
     adapt = cache / "adapt" / c["stages"]["adapt"] / "seconds.txt"
     a = float(adapt.read_text()) if adapt.is_file() else 0.0
-    print(f"inference {c['adapter']:>8} on {c['degradation']} s{c['severity']}: predict {200 / seconds:7.1f} images/s"
-          f" ({seconds:.1f} s), adapt {200 / a if a else float('inf'):7.1f} images/s")
+    print(f"inference {c['adapter']:>8} on {c['degradation']} s{c['severity']}: predict {n / seconds:7.1f} images/s"
+          f" ({seconds:.1f} s), adapt {n / a if a else float('inf'):7.1f} images/s")
 print((work / "cyclegan.txt").read_text().rstrip())
 PY
