@@ -261,22 +261,21 @@ def _drop_rows_of_unfinished(results: pd.DataFrame, cells: pd.DataFrame, notices
     return results[~stale].reset_index(drop=True)
 
 
-def _load_significance(path: Path, cells: pd.DataFrame, notices: list[str]) -> pd.DataFrame | None:
-    """The paired-bootstrap table of `harness report`, checked, and only its rows that the summary can show."""
+def _read_report_csv(path: Path, columns: list[str], numeric: list[tuple[str, type]]) -> pd.DataFrame | None:
+    """A table `harness report` wrote, checked: its columns, finite numbers, True/False flags, lo <= hi."""
     if not path.is_file():
         return None
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
-        raise HarnessError(f"{path}: empty (expected a header with {', '.join(SIGNIFICANCE_COLUMNS)})") from None
-    missing = [c for c in SIGNIFICANCE_COLUMNS if c not in df.columns]
+        raise HarnessError(f"{path}: empty (expected a header with {', '.join(columns)})") from None
+    missing = [c for c in columns if c not in df.columns]
     if missing:
         raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
-    df = df[SIGNIFICANCE_COLUMNS].astype(object).reset_index(drop=True)
+    df = df[columns].astype(object).reset_index(drop=True)
     for col in ["segmenter", "profile", "adapter", "degradation", "iou_type", "metric"]:
         df[col] = df[col].astype(str)
-    for col, kind in [("severity", float), ("seeds", int), ("delta", float), ("lo", float), ("hi", float),
-                      ("resamples", int)]:
+    for col, kind in numeric:
         df[col] = _numeric(df[col], path, col, kind)
         bad = [i for i, v in enumerate(df[col]) if not math.isfinite(v)]
         if bad:
@@ -291,6 +290,18 @@ def _load_significance(path: Path, cells: pd.DataFrame, notices: list[str]) -> p
     inverted = df.index[df["lo"] > df["hi"]]
     if len(inverted):
         raise HarnessError(f"{path}: row {inverted[0] + 2}: lo is greater than hi")
+    return df
+
+
+_INTERVAL_NUMBERS = [("severity", float), ("seeds", int), ("delta", float), ("lo", float), ("hi", float),
+                     ("resamples", int)]
+
+
+def _load_significance(path: Path, cells: pd.DataFrame, notices: list[str]) -> pd.DataFrame | None:
+    """The paired-bootstrap table of `harness report`, checked, and only its rows that the summary can show."""
+    df = _read_report_csv(path, SIGNIFICANCE_COLUMNS, _INTERVAL_NUMBERS)
+    if df is None:
+        return None
     dup = df.duplicated(SIGNIFICANCE_KEY, keep="last")
     if dup.any():
         notices.append(f"{path.name}: {int(dup.sum())} duplicate row(s); the last of each was used.")
@@ -690,21 +701,7 @@ def _summary_section(run: Run) -> list[str]:
 
 
 def _load_baselines(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise HarnessError(f"{path}: empty (expected a header with {', '.join(BASELINE_COLUMNS)})") from None
-    missing = [c for c in BASELINE_COLUMNS if c not in df.columns]
-    if missing:
-        raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
-    df = df[BASELINE_COLUMNS].astype(object).reset_index(drop=True)
-    for col, kind in [("severity", float), ("seeds", int), ("delta", float), ("lo", float), ("hi", float),
-                      ("resamples", int), ("value", float), ("reference", float)]:
-        df[col] = _numeric(df[col], path, col, kind)
-    df["significant"] = [str(v).strip().lower() == "true" for v in df["significant"]]
-    return df
+    return _read_report_csv(path, BASELINE_COLUMNS, _INTERVAL_NUMBERS + [("value", float), ("reference", float)])
 
 
 def _baselines_section(run: Run) -> list[str]:
