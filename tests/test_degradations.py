@@ -204,13 +204,15 @@ def test_docstring_table_matches_levels(cls):
     assert cls().levels == cls.levels
 
 
-def test_registration_hook_registers_all_four():
+def test_registration_hook_registers_the_four_and_the_corruptions():
+    from plugins.degradations.corruptions import BENCHMARK, CORRUPTIONS, HELD_OUT
+
     got = []
     builtin.harness_register_degradations(register=got.append)
-    assert got == PLUGINS
+    assert got == PLUGINS + list(CORRUPTIONS)
     reg = Registry(strict=True)
     reg.add(builtin, origin="builtin")
-    assert reg.names("degradation") == sorted(ids)
+    assert reg.names("degradation") == sorted(ids + list(BENCHMARK) + list(HELD_OUT))
 
 
 def _write_inputs(folder: Path) -> list[str]:
