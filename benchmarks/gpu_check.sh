@@ -19,7 +19,7 @@ DEVICE=${DEVICE:-cuda}
 WORK=${WORK:-/tmp/gpu-check}
 OUT=${OUT:-.}
 mkdir -p "$WORK" "$OUT"
-export HARNESS_CACHE=$WORK/cache PYTHONUNBUFFERED=1
+export HARNESS_CACHE=$WORK/cache PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE
 
 [ -x .venv/bin/harness ] || scripts/setup.sh          # once: venv, torch, mmcv (compiled), mmdet, harness
 # shellcheck disable=SC1091
@@ -63,7 +63,7 @@ for c in cells:
     seconds = float((cache / "predict" / c["stages"]["predict"] / "seconds.txt").read_text())
     adapt = cache / "adapt" / c["stages"]["adapt"] / "seconds.txt"
     a = float(adapt.read_text()) if adapt.is_file() else 0.0
-    print(f"inference {c['adapter']:>8} on {c['degradation']} s{c['severity']}: predict {n / seconds:7.1f} images/s"
-          f" ({seconds:.1f} s), adapt {n / a if a else float('inf'):7.1f} images/s")
+    print(f"inference {c['adapter']:>8} on {c['degradation']} s{c['severity']}: predict {n / seconds:7.2f} images/s"
+          f" ({seconds:.1f} s), adapt {n / a if a else float("inf"):7.2f} images/s")
 print((work / "cyclegan.txt").read_text().rstrip())
 PY
