@@ -64,6 +64,6 @@ for c in cells:
     adapt = cache / "adapt" / c["stages"]["adapt"] / "seconds.txt"
     a = float(adapt.read_text()) if adapt.is_file() else 0.0
     print(f"inference {c['adapter']:>8} on {c['degradation']} s{c['severity']}: predict {n / seconds:7.2f} images/s"
-          f" ({seconds:.1f} s), adapt {n / a if a else float("inf"):7.2f} images/s")
+          f" ({seconds:.1f} s), adapt {n / a if a else float('inf'):7.2f} images/s")
 print((work / "cyclegan.txt").read_text().rstrip())
 PY
