@@ -98,11 +98,11 @@ def _severity_text(value: float) -> str:
     return f"{float(value):g}"
 
 
-def _save(fig: Figure, out: str | Path) -> Path:
+def _save(fig: Figure, out: str | Path, dpi: int = DPI) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(out, dpi=DPI, format="png", metadata={"Software": None})
+    fig.savefig(out, dpi=dpi, format="png", metadata={"Software": None})
     return out
 
 
@@ -343,7 +343,9 @@ def panels(rows: list[dict], out: str | Path, class_names: dict[int, str], title
         axes[r][0].set_ylabel(str(item.get("title", f"#{r}")), fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
-    return _save(fig, out)
+    # about one figure pixel per image pixel: upsampled photographs only make the PNG heavier
+    native = round(first.shape[1] / cell) if rows else DPI
+    return _save(fig, out, dpi=max(72, min(DPI, native)))
 
 
 def failure_cases(rows: list[dict], out: str | Path, class_names: dict[int, str], title: str = "failure cases",
