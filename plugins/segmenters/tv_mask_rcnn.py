@@ -20,6 +20,7 @@ import numpy as np
 from harness import checkpoints
 from harness.errors import HarnessError
 from harness.interfaces import Segmenter
+from plugins.segmenters.amp import autocast
 
 CONFIG_DIR = Path(os.environ.get("HARNESS_CONFIGS", Path(__file__).resolve().parents[2] / "configs")) / "torchvision"
 PROFILE_CONFIGS = {
@@ -174,7 +175,7 @@ class TVMaskRCNN(Segmenter):
         results: list[dict[str, Any]] = []
         batch = max(1, int(self.config["predict_batch"]))
         bar = tqdm(total=len(images), desc="predict", unit="img", disable=not progress)
-        with torch.inference_mode(), _autocast(self.config["amp"], model):
+        with torch.inference_mode(), autocast(self.config["amp"], model):
             for start in range(0, len(images), batch):
                 chunk = images[start:start + batch]
                 tensors = [_to_tensor(read_image(Path(image_root) / rec["file_name"]), device) for rec in chunk]
@@ -624,15 +625,3 @@ def _setup_torch(threads: int | None) -> None:
 
     if threads:
         torch.set_num_threads(int(threads))
-
-
-def _autocast(amp: bool, model):
-    """float16 autocast around inference when asked for and the model is on a GPU; a no-op otherwise."""
-    import contextlib
-
-    import torch
-
-    device = next(model.parameters()).device
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
