@@ -136,7 +136,7 @@ def _trainset(stage: Stage, ctx: Context, out: Path) -> None:
     image), everything passed through the adapter if one is given. Copies keep their originals' annotations."""
     from harness.data.coco import load_split, write_json_atomic
     from harness.degrade import degrade_image
-    from harness.imageio import read_image, write_image
+    from harness.imageio import map_images
 
     spec = stage.spec
     data = ctx.location(stage.inputs["data"])
@@ -152,32 +152,25 @@ def _trainset(stage: Stage, ctx: Context, out: Path) -> None:
     if spec["adapter"]:
         adapter = _plugin("adapter", spec["adapter"], ctx)
         adapter.load(ctx.location(stage.inputs["fit"]) if "fit" in stage.inputs else None)
-    images, annotations = [], []
-    todo: list[tuple[np.ndarray, Path]] = []
 
-    def flush() -> None:
-        arrays = adapter.adapt_batch([a for a, _ in todo]) if adapter else [a for a, _ in todo]
-        for array, (_, dest) in zip(arrays, todo):
-            write_image(dest, array)
-        todo.clear()
+    def transform(ims: list[np.ndarray], paths: list[Path], name: str, plugin, severities: list[int]) -> list:
+        if plugin is not None:
+            picks = [np.random.default_rng(seed_from("augment", p.stem, name, spec["data_seed"])) for p in paths]
+            ims = [degrade_image(plugin, im, p.stem, int(pick.choice(severities)), spec["data_seed"])
+                   for im, p, pick in zip(ims, paths, picks)]
+        return adapter.adapt_batch(ims) if adapter else ims
 
     originals = sorted(coco["images"], key=lambda im: im["id"])
     stride = max((im["id"] for im in originals), default=0) + 1
+    images, annotations = [], []
     for v, (name, plugin, severities) in enumerate(variants):
+        map_images([(data / img["file_name"], out / f"images/{name}/{img['file_name']}") for img in originals],
+                   lambda ims, paths, n=name, pl=plugin, sv=severities: transform(ims, paths, n, pl, sv),
+                   f"trainset {name}", chunk=ADAPT_CHUNK, progress=ctx.progress)
         for img in originals:
-            key = Path(img["file_name"]).stem
-            image = read_image(data / img["file_name"])
-            if plugin is not None:
-                pick = np.random.default_rng(seed_from("augment", key, name, spec["data_seed"]))
-                image = degrade_image(plugin, image, key, int(pick.choice(severities)), spec["data_seed"])
-            file_name = f"images/{name}/{img['file_name']}"
             new_id = v * stride + img["id"]
-            images.append({**img, "id": new_id, "file_name": file_name})
+            images.append({**img, "id": new_id, "file_name": f"images/{name}/{img['file_name']}"})
             annotations += [{**a, "image_id": new_id} for a in by_image.get(img["id"], [])]
-            todo.append((image, out / file_name))
-            if len(todo) == ADAPT_CHUNK:
-                flush()
-    flush()
     for i, ann in enumerate(annotations, 1):
         ann["id"] = i
     write_json_atomic(out / f"{spec['split']}.json", {**coco, "images": images, "annotations": annotations})
