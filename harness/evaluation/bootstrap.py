@@ -29,7 +29,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from harness.errors import HarnessError
-from harness.evaluation.coco_eval import IOU_TYPES, _check_predictions, _results, load_ground_truth, load_predictions
+from harness.evaluation.coco_eval import IOU_TYPES, _results, load_ground_truth, read_predictions
 
 METRICS = ("AP", "AP50", "AP75")
 _CHUNK_ELEMENTS = 1 << 21  # resamples x detections of one class per block: ~16 MB per float array
@@ -64,13 +64,7 @@ def _plain(value: Any) -> Any:
 
 
 def _predictions(predictions: PathLike | list[dict], iou_type: str) -> tuple[str, list[dict]]:
-    if isinstance(predictions, (str, Path)):
-        source, preds = str(predictions), load_predictions(predictions)
-    elif isinstance(predictions, list):
-        source = "<predictions list>"
-        preds = _check_predictions(predictions, source)
-    else:
-        raise HarnessError(f"predictions must be a path or a list of result dicts, got {type(predictions).__name__}")
+    source, preds = read_predictions(predictions)
     if iou_type == "segm":
         without_mask = [i for i, p in enumerate(preds) if "segmentation" not in p]
         if without_mask and len(without_mask) == len(preds):

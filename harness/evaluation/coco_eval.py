@@ -268,6 +268,15 @@ def _unevaluated_rows(iou_type: str, coco_gt: COCO, note: str) -> list[Row]:
             for m, n in zip(metrics, names)]
 
 
+def read_predictions(predictions: PathLike | list[dict]) -> tuple[str, list[dict]]:
+    """(name for messages, checked results) from a results file or an in-memory list."""
+    if isinstance(predictions, (str, Path)):
+        return str(predictions), load_predictions(predictions)
+    if isinstance(predictions, list):
+        return "<predictions list>", _check_predictions(predictions, "<predictions list>")
+    raise HarnessError(f"predictions must be a path or a list of result dicts, got {type(predictions).__name__}")
+
+
 def evaluate(
     gt: PathLike | dict,
     predictions: PathLike | list[dict],
@@ -282,12 +291,7 @@ def evaluate(
     if unknown or not iou_types:
         raise HarnessError(f"iou_types must be a non-empty subset of {list(IOU_TYPES)}, got {list(iou_types)}")
     coco_gt, _ = load_ground_truth(gt, need_segm="segm" in iou_types)
-    if isinstance(predictions, (str, Path)):
-        source, preds = str(predictions), load_predictions(predictions)
-    elif isinstance(predictions, list):
-        source, preds = "<predictions list>", _check_predictions(predictions, "<predictions list>")
-    else:
-        raise HarnessError(f"predictions must be a path or a list of result dicts, got {type(predictions).__name__}")
+    source, preds = read_predictions(predictions)
 
     without_mask = [i for i, p in enumerate(preds) if "segmentation" not in p]
     boxes_only = bool(preds) and len(without_mask) == len(preds)
