@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ try:
 except ImportError:  # numpy < 2
     from numpy.core import multiarray as _multiarray
 
+from harness import atomic
 from harness.errors import HarnessError
 
 _installed = False
@@ -70,7 +70,7 @@ def save(obj: Any, path: str | Path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    fd, tmp = atomic.mkstemp(path.parent, suffix=path.suffix)
     os.close(fd)
     try:
         torch.save(obj, tmp)

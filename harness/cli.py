@@ -114,8 +114,14 @@ def cmd_data_prepare(args) -> int:
         else:
             raise HarnessError("data prepare coco: needs ROBOFLOW_ROOT, or COCO_JSON IMAGES")
         summary = prepare_coco(sources, args.out, v_mean=v_mean, test_fraction=args.test_fraction, **common)
-    print(json.dumps(summary, indent=1, default=str))
+    _print_dataset(summary, args)
     return 0
+
+
+def _print_dataset(summary: dict[str, Any], args) -> None:
+    from harness.data.masks import summary_table
+
+    print(json.dumps(summary, indent=1, default=str) if args.json else summary_table(summary, args.out))
 
 
 def cmd_data_generate(args) -> int:
@@ -123,7 +129,7 @@ def cmd_data_generate(args) -> int:
 
     summary = generate_synthetic(args.out, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
                                  size=args.size, seed=args.seed, progress=not args.quiet)
-    print(json.dumps(summary, indent=1, default=str))
+    _print_dataset(summary, args)
     return 0
 
 
@@ -329,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--v-mean", help="domain-A brightness: HSV V mean per image (neu-seg default 108; 'none' = off)")
     s.add_argument("--classes", help="masks: class names for ids 1..K, comma-separated")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the full dataset.json record, not the summary")
     s.set_defaults(func=cmd_data_prepare)
     s = data.add_parser("generate", help="generate a dataset")
     s.add_argument("kind", choices=["synthetic"])
@@ -339,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=128)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the full dataset.json record, not the summary")
     s.set_defaults(func=cmd_data_generate)
 
     s = sub.add_parser("degrade", help="apply a degradation plugin to a folder of images")

@@ -1,14 +1,13 @@
 """Image reading and writing with errors that name the file; grayscale stays 2-D, dtype stays uint8."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import cv2
 import numpy as np
 
+from harness import atomic
 from harness.errors import HarnessError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -69,10 +68,7 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(path.suffix or ".png", image)
     if not ok:
         raise HarnessError(f"{path}: could not encode image")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    with os.fdopen(fd, "wb") as f:
-        f.write(buf.tobytes())
-    os.replace(tmp, path)
+    atomic.write_bytes(path, buf.tobytes())
 
 
 def check_image(result: Any, shape: tuple[int, ...], where: str) -> None:

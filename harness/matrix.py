@@ -19,12 +19,12 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+from harness import atomic
 from harness.cache import Store
 from harness.config import Entry, MatrixConfig
 from harness.errors import HarnessError
@@ -359,7 +359,7 @@ def _write_run(out: Path, cfg: MatrixConfig, p: Plan, cell_state: dict[str, dict
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    fd, tmp = atomic.mkstemp(path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)

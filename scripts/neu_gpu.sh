@@ -20,7 +20,7 @@ harness() { python3 -m harness.cli "$@"; }
 nvidia-smi -L
 python3 -c "import torch, torchvision; import cv2, numpy; print('torch', torch.__version__, 'tv', torchvision.__version__, 'cv2', cv2.__version__, 'numpy', numpy.__version__, torch.cuda.get_device_name())"
 
-harness data prepare neu-seg .neu --out /tmp/neu --quiet > "$OUT/prepare.json" || exit 1
+harness data prepare neu-seg .neu --out /tmp/neu --quiet --json > "$OUT/prepare.json" || exit 1
 got=$(python3 -c "from harness.data.coco import dataset_fingerprint as f; print(f('/tmp/neu'))")
 echo "dataset fingerprint here $got, expected $expected ($(( $(date +%s) - start )) s)"
 # fit keys do not depend on the segmenter: plan with tv-mask-rcnn, which needs no mmengine to fingerprint

@@ -116,6 +116,28 @@ def test_error_is_one_line_from_a_real_process(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("fmt", ["coco", "masks"])
+def test_data_prepare_refuses_a_file_outside_its_folder(tmp_path, capsys, fmt):
+    import cv2
+    import numpy as np
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "secret.png"), np.zeros((4, 4), np.uint8))
+    if fmt == "coco":
+        inputs = [str(tmp_path / "coco.json"), str(tmp_path / "images")]
+        (tmp_path / "coco.json").write_text('{"images": [{"id": 1, "file_name": "../secret.png", "width": 4, '
+                                            '"height": 4}], "annotations": [], "categories": [{"id": 1, "name": "a"}]}')
+        needles = [inputs[0], "'../secret.png'", "outside the image folder"]
+    else:
+        inputs = [str(tmp_path / "images"), str(tmp_path / "masks"), "--classes", "a"]
+        cv2.imwrite(str(tmp_path / "images" / "x.png"), np.zeros((4, 4), np.uint8))
+        (tmp_path / "masks" / "x.png").symlink_to(tmp_path / "secret.png")
+        needles = [str(tmp_path / "masks" / "x.png"), "mask leads to", str(tmp_path / "secret.png")]
+    fails_with(capsys, ["data", "prepare", fmt, *inputs, "--out", str(tmp_path / "out"), "--quiet"], *needles)
+    assert not (tmp_path / "out").exists()
+
+
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -289,3 +290,112 @@ def test_stats_normalisation_and_sharpness():
     flat = np.full((16, 16), 100, np.uint8)
     checker = (np.indices((16, 16)).sum(0) % 2 * 255).astype(np.uint8)
     assert laplacian_variance(flat) == 0 < laplacian_variance(checker)
+
+
+def write_secret(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((20, 30), 200, np.uint8))
+    return path
+
+
+def point_image_at(root: Path, file_name: str) -> Path:
+    """Make image 0 of the Roboflow train split refer to ``file_name``; returns its JSON."""
+    path = root / "train" / "_annotations.coco.json"
+    data = json.loads(path.read_text())
+    data["images"][0]["file_name"] = file_name
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_coco_file_name_outside_the_image_folder_is_refused(tmp_path: Path, how: str):
+    roboflow_export(tmp_path / "rf")
+    secret = write_secret(tmp_path / "secret.png")
+    if how == "dotdot":
+        file_name = "../../secret.png"
+    elif how == "absolute":
+        file_name = str(secret)
+    else:
+        file_name = "img0_jpg.rf.abc0.jpg"
+        (tmp_path / "rf" / "train" / file_name).unlink()
+        (tmp_path / "rf" / "train" / file_name).symlink_to(secret)
+    json_path = point_image_at(tmp_path / "rf", file_name)
+    with pytest.raises(HarnessError) as err:
+        prepare_coco(find_roboflow_splits(tmp_path / "rf"), tmp_path / "out", progress=False)
+    message = str(err.value)
+    assert "\n" not in message and str(json_path) in message and f"'{file_name}'" in message
+    assert "outside the image folder" in message and str(secret) in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_coco_file_name_may_use_subfolders_and_links_inside_the_root(tmp_path: Path):
+    roboflow_export(tmp_path / "rf")
+    train = tmp_path / "rf" / "train"
+    (train / "sub").mkdir()
+    (train / "img0_jpg.rf.abc0.jpg").rename(train / "sub" / "real.jpg")
+    (train / "sub" / "link.jpg").symlink_to(train / "sub" / "real.jpg")
+    point_image_at(tmp_path / "rf", "sub/../sub/link.jpg")
+    meta = prepare_coco(find_roboflow_splits(tmp_path / "rf"), tmp_path / "out", progress=False)
+    assert sum(meta["splits"][s]["images"] for s in ("train", "val", "test")) == 12
+
+
+def test_coco_file_name_must_be_a_string(tmp_path: Path):
+    roboflow_export(tmp_path / "rf")
+    json_path = point_image_at(tmp_path / "rf", 7)
+    with pytest.raises(HarnessError, match=re.escape(f"{json_path}: image 0 file_name must be a non-empty string")):
+        prepare_coco(find_roboflow_splits(tmp_path / "rf"), tmp_path / "out", progress=False)
+
+
+def mask_folders(root: Path, n: int = 10) -> tuple[Path, Path]:
+    (root / "img").mkdir(parents=True)
+    (root / "msk").mkdir()
+    for i in range(n):
+        cv2.imwrite(str(root / "img" / f"p{i}.png"), np.full((8, 8), 100, np.uint8))
+        m = np.zeros((8, 8), np.uint8)
+        m[1:3, 1:3] = 1 + i % 2
+        cv2.imwrite(str(root / "msk" / f"p{i}.png"), m)
+    return root / "img", root / "msk"
+
+
+@pytest.mark.parametrize("which", ["img", "msk"])
+def test_masks_symlink_out_of_its_folder_is_refused(tmp_path: Path, which: str):
+    images, masks = mask_folders(tmp_path)
+    secret = write_secret(tmp_path / "elsewhere" / "secret.png")
+    link = tmp_path / which / "p3.png"
+    if which == "msk":
+        cv2.imwrite(str(secret), np.zeros((8, 8), np.uint8))
+    link.unlink()
+    link.symlink_to(secret)
+    with pytest.raises(HarnessError) as err:
+        prepare_masks(images, masks, ["dent", "rust"], tmp_path / "out", progress=False)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{link}: ") and str(secret) in message
+    assert f"outside {tmp_path / which}" in message and not (tmp_path / "out").exists()
+
+
+def test_neu_seg_image_symlink_out_of_the_release_is_refused(neu_root: Path, tmp_path: Path):
+    link = neu_root / "images" / "test" / "000010.jpg"
+    secret = tmp_path / "secret.jpg"
+    link.rename(secret)
+    link.symlink_to(secret)
+    with pytest.raises(HarnessError, match=re.escape(f"{link}: image leads to {secret}, outside")):
+        prepare_neu_seg(neu_root, tmp_path / "out", progress=False)
+
+
+def test_prepare_prints_a_summary_table_and_json_on_request(tmp_path: Path, capsys):
+    from harness.cli import main
+
+    images, masks = mask_folders(tmp_path)
+    argv = ["data", "prepare", "masks", str(images), str(masks), "--classes", "dent,rust", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["split", "images", "instances", "dent", "rust", "folder"]
+    splits = json.loads((tmp_path / "out" / "dataset.json").read_text())["splits"]
+    assert [line.split() for line in lines[2:5]] == [
+        [split, str(s["images"]), str(sum(s["instances"].values())), str(s["instances"]["dent"]),
+         str(s["instances"]["rust"]), str(tmp_path / "out" / "images" / split)] for split, s in splits.items()]
+    assert [splits[s]["images"] for s in ("train", "val", "test")] == [7, 1, 2]
+    assert len(lines) == 6 and str(tmp_path / "out" / "dataset.json") in lines[5]
+    assert main([*argv, "--out", str(tmp_path / "out2"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((tmp_path / "out2" / "dataset.json").read_text())

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from harness import atomic
 from harness.errors import HarnessError
 from harness.hashing import file_digest, stable_hash
 
@@ -26,7 +26,7 @@ def write_json_atomic(path: str | Path, obj: Any, indent: int | None = None) -> 
     """Temp file + rename, so readers never see half a JSON file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    fd, tmp = atomic.mkstemp(path.parent, suffix=".json")
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=indent)

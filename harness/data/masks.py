@@ -110,8 +110,26 @@ def split_names(names: Sequence[str], fractions: dict[str, float], seed: int) ->
     return out
 
 
+def escapes(path: Path, root: Path) -> Path | None:
+    """Where ``path`` leads (symlinks followed) when that is outside ``root``, else None: a source must not
+    pull other files into a prepared dataset, whose images later show in example panels."""
+    try:
+        target, base = path.resolve(), root.resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise HarnessError(f"{path}: cannot resolve ({e})") from None
+    return None if target.is_relative_to(base) else target
+
+
+def _inside(path: Path, root: Path, what: str) -> Path:
+    target = escapes(path, root)
+    if target is not None:
+        raise HarnessError(f"{path}: {what} leads to {target}, outside {root}")
+    return path
+
+
 def pair_masks(images: list[Path], masks_dir: Path) -> list[tuple[Path, Path]]:
-    """Pair each image with masks_dir/<stem>.png (any image suffix accepted for the mask)."""
+    """Pair each image (listed from its folder) with masks_dir/<stem>.png (any image suffix accepted for the
+    mask); an image or mask that is a symlink leading out of its folder is an error."""
     by_stem: dict[str, Path] = {}
     if masks_dir.is_dir():
         # PNG sorts last by the key below, so it wins when a stem has several files
@@ -122,7 +140,7 @@ def pair_masks(images: list[Path], masks_dir: Path) -> list[tuple[Path, Path]]:
     for image in images:
         if image.stem not in by_stem:
             raise HarnessError(f"{image}: no annotation mask {masks_dir / (image.stem + '.png')}")
-        pairs.append((image, by_stem[image.stem]))
+        pairs.append((_inside(image, image.parent, "image"), _inside(by_stem[image.stem], masks_dir, "mask")))
     return pairs
 
 
@@ -216,3 +234,25 @@ def prepare_masks(images_dir: str | Path, masks_dir: str | Path, classes: list[s
         arguments={"size": size, "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
                    "v_mean": v_mean},
         v_mean=v_mean, progress=progress)
+
+
+def summary_table(meta: dict[str, Any], out: str | Path) -> str:
+    """What `harness data prepare` / `data generate` print: per split the image and instance counts (in
+    total and by class) and the image folder; dataset.json (``--json``) holds the full record."""
+    from tabulate import tabulate
+
+    out = Path(out)
+    classes = meta["classes"]
+    rows = []
+    for split in SPLITS:
+        s = meta["splits"][split]
+        counts = [s["instances"].get(name, 0) for name in classes]
+        rows.append([split, s["images"], sum(counts), *counts, str(out / "images" / split)])
+    lines = [tabulate(rows, headers=["split", "images", "instances", *classes, "folder"])]
+    imported = meta.get("import") or {}
+    if imported.get("dropped_categories"):
+        lines.append(f"dropped categories without annotations: {', '.join(imported['dropped_categories'])}")
+    if imported.get("skipped_crowd_annotations"):
+        lines.append(f"skipped crowd annotations: {imported['skipped_crowd_annotations']}")
+    lines.append(f"prepared dataset -> {out} (full record in {out / 'dataset.json'}; --json prints it)")
+    return "\n".join(lines)

@@ -12,7 +12,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from harness.data.coco import SPLITS, decode_segmentation, load_coco
-from harness.data.masks import Instances, Sample, resize_image, resize_mask, split_names, target_shape, write_prepared
+from harness.data.masks import (Instances, Sample, escapes, resize_image, resize_mask, split_names, target_shape,
+                                 write_prepared)
 from harness.errors import HarnessError
 from harness.imageio import read_image
 
@@ -73,7 +74,14 @@ def _categories(datas: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, 
 
 def _coco_sample(image: dict[str, Any], anns: list[dict[str, Any]], image_dir: Path, json_path: Path,
                  cat_map: dict[Any, int], size: int | None) -> Sample:
-    path = image_dir / image["file_name"]
+    file_name = image["file_name"]
+    if not isinstance(file_name, str) or not file_name:
+        raise HarnessError(f"{json_path}: image {image['id']} file_name must be a non-empty string")
+    path = image_dir / file_name
+    target = escapes(path, image_dir)
+    if target is not None:
+        raise HarnessError(f"{json_path}: image {image['id']} file_name '{file_name}' leads to {target}, "
+                           f"outside the image folder {image_dir}")
 
     def load() -> tuple[np.ndarray, Instances]:
         img = read_image(path)

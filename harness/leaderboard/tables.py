@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -18,6 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from harness import atomic
 from harness.errors import HarnessError
 from harness.leaderboard import robustness
 
@@ -99,7 +99,7 @@ def write(run_dir: str | Path | list, out_path: str | Path, title: str | None = 
     out_path = Path(out_path)
     text = render(run_dir, title, link_base=out_path.parent)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=".tmp-", suffix=out_path.suffix)
+    fd, tmp = atomic.mkstemp(out_path.parent, suffix=out_path.suffix)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
