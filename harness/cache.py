@@ -3,17 +3,27 @@
 A stage writes into ``<key>.partial/`` and is published by one atomic rename, so a killed run never
 leaves a half-written result that looks finished. Training keeps its ``.partial`` folder between
 attempts so that it can resume from its own checkpoints.
+
+``ROOT/.lock`` orders writers and pruners: ``harness run`` holds it shared while it writes stages and
+``harness cache gc`` takes it exclusively, so a gc never deletes what a running matrix is making.
 """
 from __future__ import annotations
 
+import fcntl
+import functools
+import inspect
 import json
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+from harness.errors import HarnessError
 
 DONE = "stage.json"
+LOCK = ".lock"
 
 
 def default_root() -> Path:
@@ -31,6 +41,40 @@ class Store:
         return (self.path(kind, key) / DONE).is_file()
 
     @contextmanager
+    def lock(self, exclusive: bool = False, wait: bool = True, required: bool = True,
+             on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold ``ROOT/.lock`` (``flock``): shared by writers, exclusive for ``gc``. Without ``wait`` a busy
+        lock is a HarnessError; without ``required`` a file system that cannot lock only warns."""
+        path = self.root / LOCK
+        fd = None
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not wait:
+                    os.close(fd)
+                    raise HarnessError(f"{path}: the cache is in use by a running `harness run` or gc "
+                                       "(retry when it ends, or pass --wait)") from None
+                if on_wait:
+                    on_wait()
+                fcntl.flock(fd, mode)
+        except OSError as exc:
+            if required:
+                if fd is not None:
+                    os.close(fd)
+                raise HarnessError(f"{path}: cannot lock the cache ({exc.strerror})") from None
+            print(f"harness: warning: {path}: cannot lock the cache ({exc.strerror}); "
+                  "`harness cache gc` could delete this run's new stages", file=sys.stderr)
+        try:
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    @contextmanager
     def writing(self, kind: str, key: str, record: dict, keep_partial: bool = False) -> Iterator[Path]:
         """Yield a scratch folder; on success write ``stage.json`` and publish it atomically."""
         final = self.path(kind, key)
@@ -44,3 +88,21 @@ class Store:
             shutil.rmtree(partial)
             return
         os.replace(partial, final)
+
+
+def holding_lock(fn):
+    """Run ``fn`` (which takes a ``store=`` argument, None meaning the default store) holding that store's
+    shared lock, so that ``harness cache gc`` waits until it has finished writing."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        store = bound.arguments.get("store") or Store()
+        bound.arguments["store"] = store
+        wait = lambda: print(f"harness: waiting for `harness cache gc` on {store.root} to finish",  # noqa: E731
+                             file=sys.stderr)
+        with store.lock(required=False, on_wait=wait):
+            return fn(*bound.args, **bound.kwargs)
+
+    return wrapper

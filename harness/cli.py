@@ -299,6 +299,23 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    from harness import cachetool
+
+    if args.cache_cmd == "du":
+        out = cachetool.du(args.run_dirs, cache=args.cache)
+        text = cachetool.format_du(out)
+    elif args.cache_cmd == "ls":
+        out = cachetool.ls(args.run_dir, cache=args.cache)
+        text = cachetool.format_ls(out)
+    else:
+        wait = lambda: print("harness: waiting for the running `harness run` to finish", file=sys.stderr)  # noqa: E731
+        out = cachetool.gc(args.keep, cache=args.cache, dry_run=args.dry_run, wait=args.wait, on_wait=wait)
+        text = cachetool.format_gc(out)
+    print(json.dumps(out, indent=1) if args.json else text)
+    return 0
+
+
 DEVICE_HELP = "auto | cpu | cuda | cuda:N for plugins that run a network (never part of a cache key)"
 
 
@@ -461,6 +478,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--title")
     s.set_defaults(func=cmd_leaderboard)
+
+    cache = sub.add_parser("cache", help="what the stage cache holds and what run folders need; prune the rest")
+    cache = cache.add_subparsers(dest="cache_cmd", required=True)
+    cache_help = "stage cache (default: the one the run folders' run.json name, else $HARNESS_CACHE or ~/.cache/...)"
+    s = cache.add_parser("du", help="size and count by stage kind, and by run folder when given run folders")
+    s.add_argument("run_dirs", nargs="*", metavar="RUN_DIR")
+    s = cache.add_parser("ls", help="every stage a run folder needs: kind, key, present or missing, size")
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s = cache.add_parser("gc", help="delete every stage no kept run needs, and .partial folders older than a day")
+    s.add_argument("--keep", nargs="+", required=True, metavar="RUN_DIR", help="run folders whose stages stay")
+    s.add_argument("--dry-run", action="store_true", help="delete nothing; print what would be freed")
+    s.add_argument("--wait", action="store_true", help="wait for running `harness run` commands instead of refusing")
+    for s in cache.choices.values():
+        s.add_argument("--cache", help=cache_help)
+        s.add_argument("--json", action="store_true")
+        s.set_defaults(func=cmd_cache)
     return p
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness import atomic
-from harness.cache import Store
+from harness.cache import Store, holding_lock
 from harness.config import Entry, MatrixConfig
 from harness.errors import HarnessError
 from harness.hashing import stable_hash
@@ -219,6 +219,7 @@ def default_run_dir(cfg: MatrixConfig) -> Path:
     return Path("runs") / f"{cfg.name}-{cfg.hash[:10]}"
 
 
+@holding_lock
 def run(cfg: MatrixConfig, registry, out: Path | None = None, store: Store | None = None, progress: bool = True,
         on_event: Callable[[str], None] | None = None, executor=None, device: str | None = None) -> dict[str, Any]:
     """Compute every missing stage on ``executor`` (default: in this process, cells in order); a failing stage
@@ -292,6 +293,7 @@ def _default_executor(registry):
     return registry.create("executor", "local", {})
 
 
+@holding_lock
 def compute(cfg: MatrixConfig, registry, kinds: set[str], store: Store | None = None,
             progress: bool = True, executor=None, device: str | None = None) -> dict[str, Any]:
     """Compute only the stages of ``kinds`` (and what they need), e.g. every adapter fit on a GPU machine
@@ -346,7 +348,7 @@ def _write_run(out: Path, cfg: MatrixConfig, p: Plan, cell_state: dict[str, dict
               "failed": sum(c["status"] == "failed" for c in cells)}
     run_info = {"name": cfg.name, "config_hash": cfg.hash, "config": cfg.normalised(), "created": created,
                 "finished": finished, "versions": versions(), "dataset": p.dataset, "cells": counts,
-                "cache": str(store.root)}
+                "cache": str(store.root), "stages": list(p.stages)}  # what `harness cache gc --keep` keeps
     _atomic_text(out / "run.json", json.dumps(run_info, indent=1, default=str) + "\n")
     _atomic_text(out / "cells.jsonl", "".join(json.dumps(c, default=str) + "\n" for c in cells))
     buf = io.StringIO()
