@@ -2,13 +2,17 @@
 
 Stages wait for the tasks of the stages they read (Ray object references passed as arguments), ask for a GPU
 when they train or run a network on one (``--device cuda`` or ``auto`` on a cluster with GPUs) and a CPU
-otherwise, and are retried by Ray when a worker dies. Every worker must see the stage cache at the same path
-(a shared file system) and have harness and the plugins installed. A stage publishes its output by one atomic
-rename and is skipped when its output exists, so a killed driver restarted with the same command resumes from
-the cache, and a retried task never leaves a duplicate.
+otherwise, and are retried by Ray when their worker or its node dies (``max_retries``). Every node must see
+the stage cache and the datasets at the same paths (a shared file system) and have harness, its
+dependencies and the plugins installed: ``runtime_env`` cannot ship torch or a compiled mmcv. Workers on a
+cluster do not inherit the driver's environment, so the driver's plugin selection (``HARNESS_PLUGINS``,
+``-p``, allow and block lists) travels with each task. A stage publishes its output by one atomic rename and
+is skipped when its output exists, so a retried task, or a killed driver restarted with the same command,
+resumes from the cache and never leaves a duplicate.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 from harness.errors import HarnessError
@@ -25,6 +29,19 @@ def _run_after(stage: dict[str, Any], context: dict[str, Any], *inputs: dict[str
         if result["status"] in ("failed", "skipped"):
             return skipped(stage, result["key"])
     return execute(stage, context)
+
+
+def plugin_env() -> dict[str, str]:
+    """The driver's plugin selection as the ``HARNESS_*`` variables a worker's registry reads (unset ones left
+    out, so that a worker keeps what its node sets)."""
+    from harness.registry import ALLOW_ENV, BLOCK_ENV, MODULES_ENV, TRACE_ENV, default_registry
+
+    sel = default_registry().selection
+    if sel is None:
+        return {}
+    env = {MODULES_ENV: ",".join(m for m, _ in sel.modules), ALLOW_ENV: ",".join(s.text for s in sel.allow),
+           BLOCK_ENV: ",".join(s.text for s in sel.block), TRACE_ENV: "1" if sel.trace else ""}
+    return {k: v for k, v in env.items() if v}
 
 
 class Ray(Executor):
@@ -51,18 +68,25 @@ class Ray(Executor):
             import ray
         except ImportError:
             raise HarnessError("executor 'ray' needs Ray: pip install 'harness[ray]'") from None
+        if self.config["address"] and self.config["num_cpus"] is not None:
+            raise HarnessError("executor 'ray': num_cpus sizes a local Ray instance; a cluster at --address "
+                               "has the CPUs its nodes were started with (ray start --num-cpus)")
+        # workers run in their node's folder, not the driver's
+        context = {**context, "cache": os.path.abspath(context["cache"])}
         started = not ray.is_initialized()
         if started:
             ray.init(address=self.config["address"], num_cpus=self.config["num_cpus"], include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
         try:
             task = ray.remote(_run_after)
+            env = plugin_env()
+            runtime_env = {"runtime_env": {"env_vars": env}} if env else {}
             gpu = self._gpu(ray, context)
             refs: dict[str, Any] = {}
             for stage in stages:
                 inputs = [refs[k] for k in stage["inputs"].values() if k in refs]
                 options = {"num_cpus": self.config["cpus_per_stage"], "max_retries": self.config["max_retries"],
-                           "num_gpus": 1 if gpu and stage["kind"] in GPU_KINDS else 0}
+                           "num_gpus": 1 if gpu and stage["kind"] in GPU_KINDS else 0, **runtime_env}
                 refs[stage["key"]] = task.options(**options).remote(stage, context, *inputs)
             key_of = {ref: key for key, ref in refs.items()}
             pending = list(refs.values())
