@@ -41,6 +41,10 @@ class Plugin:
                   and not (k in self.later_params and v == self.params[k])}
         return {"kind": self.kind, "name": self.name, "version": self.version, "params": params}
 
+    def runtime(self) -> dict[str, Any]:
+        """The runtime params set away from their defaults: a stage carries them beside its key, not in it."""
+        return {k: self.config[k] for k in self.runtime_params if self.config[k] != self.params[k]}
+
 
 class Degradation(Plugin):
     """Turns a clean image into a degraded one.

@@ -101,12 +101,14 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
     deg_ids = {d.label: _identity(registry, d) for d in cfg.degradations if d.name != "none"}
     adapters = {a.label: registry.create(a.kind, a.name, a.params) for a in cfg.adapters}
     ad_ids = {label: plugin.identity() for label, plugin in adapters.items()}
+    ad_runtime = {label: {"adapter": plugin.runtime()} for label, plugin in adapters.items()}
     ad_fit = {label: plugin.fit_data for label, plugin in adapters.items() if plugin.trainable}
     models: dict[tuple[str, int], str] = {}
     # a segmenter that starts from another's model is planned after it
     for seg in sorted(cfg.segmenters, key=lambda e: isinstance(e.init, dict)):
         segmenter = registry.create(seg.kind, seg.name, seg.params)
         seg_id = segmenter.identity()
+        seg_runtime = {"segmenter": segmenter.runtime()}
         model_fp = segmenter.model_fingerprint(seg.profile)
         train_data = _trainset(p, registry, seg, data, cfg) if seg.train_on else data
         for seed in cfg.seeds:
@@ -116,7 +118,8 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
             elif seg.init:
                 train_inputs["init"] = _init_source(p, seg.init, cfg.path)
             model = models[(seg.label, seed)] = p.add(Stage(
-                "train", {"segmenter": seg_id, "profile": seg.profile, "seed": seed, "model": model_fp}, train_inputs))
+                "train", {"segmenter": seg_id, "profile": seg.profile, "seed": seed, "model": model_fp}, train_inputs,
+                runtime=seg_runtime))
             for deg in cfg.degradations:
                 for severity in deg.severities:
                     if deg.name == "none":
@@ -132,9 +135,10 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
                         if ad.label in ad_fit:
                             adapt_inputs["fit"] = _fit_stage(p, registry, ad, ad_fit[ad.label], data, cfg, seed,
                                                              deg_ids.get(deg.label), severity)
-                        adapted = p.add(Stage("adapt", {"adapter": ad_ids[ad.label], **view}, adapt_inputs))
+                        adapted = p.add(Stage("adapt", {"adapter": ad_ids[ad.label], **view}, adapt_inputs,
+                                              runtime=ad_runtime[ad.label]))
                         preds = p.add(Stage("predict", {"segmenter": seg_id, **view},
-                                            {"data": data, "model": model, "images": adapted}))
+                                            {"data": data, "model": model, "images": adapted}, runtime=seg_runtime))
                         final = p.add(Stage("evaluate", dict(view), {"data": data, "predictions": preds}))
                         fidelity = p.add(Stage("fidelity", dict(view), {"data": data, "images": adapted}))
                         p.cells.append(Cell({"segmenter": seg.label, "profile": seg.profile, "adapter": ad.label,
@@ -148,14 +152,14 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
 def _fit_stage(p: Plan, registry, ad: Entry, fit_data: str, data: str, cfg: MatrixConfig, seed: int,
                degradation: dict[str, Any] | None, severity: int) -> str:
     """A trainable adapter's fit: on A alone, on a fixed degradation (``fit_on``), or on the cell's own."""
-    spec = {"adapter": registry.create(ad.kind, ad.name, ad.params).identity(), "split": cfg.fit_split,
-            "data_seed": cfg.data_seed, "seed": seed}
+    plugin = registry.create(ad.kind, ad.name, ad.params)
+    spec = {"adapter": plugin.identity(), "split": cfg.fit_split, "data_seed": cfg.data_seed, "seed": seed}
     if ad.fit_on is not None:
         spec.update(degradation=registry.create("degradation", ad.fit_on["name"], ad.fit_on["params"]).identity(),
                     severity=ad.fit_on["severity"])
     elif fit_data != "source":
         spec.update(degradation=degradation, severity=severity)
-    return p.add(Stage("fit", spec, {"data": data}))
+    return p.add(Stage("fit", spec, {"data": data}, runtime={"adapter": plugin.runtime()}))
 
 
 def _trainset(p: Plan, registry, seg: Entry, data: str, cfg: MatrixConfig) -> str:
@@ -174,7 +178,7 @@ def _trainset(p: Plan, registry, seg: Entry, data: str, cfg: MatrixConfig) -> st
         spec["adapter"] = plugin.identity()
         if plugin.trainable:
             inputs["fit"] = _fit_stage(p, registry, entry, plugin.fit_data, data, cfg, 0, None, 0)
-    return p.add(Stage("trainset", spec, inputs))
+    return p.add(Stage("trainset", spec, inputs, runtime={"adapter": plugin.runtime()} if ad else {}))
 
 
 def _init_source(p: Plan, init: str, config_path: Path) -> str:

@@ -32,6 +32,9 @@ class Stage:
     spec: dict[str, Any]
     inputs: dict[str, str] = field(default_factory=dict)
     key: str = ""
+    #: runtime params per plugin field of ``spec`` (e.g. ``{"segmenter": {"checkpoint_interval": 2}}``): they
+    #: reach the plugin when the stage runs but stay out of the key, as they change how, not what, it computes
+    runtime: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -104,14 +107,14 @@ def blocked_by(stage_dict: dict[str, Any], results: dict[str, dict[str, Any]]) -
 
 
 # -- one runner per stage kind ------------------------------------------------------------------
-def _plugin(kind: str, identity: dict[str, Any], ctx: Context | None = None):
+def _plugin(kind: str, identity: dict[str, Any], ctx: Context | None = None, runtime: dict[str, Any] | None = None):
     from harness.registry import default_registry
 
     registry = default_registry()
     cls = registry.get(kind, identity["name"])
     if str(cls.version) != str(identity["version"]):
         raise HarnessError(f"{kind} '{identity['name']}' is version {cls.version}, stage wants {identity['version']}")
-    params = dict(identity["params"])
+    params = {**identity["params"], **(runtime or {})}
     if ctx is not None and ctx.device and "device" in cls.params:
         params["device"] = ctx.device
     return cls(**params)
@@ -150,7 +153,7 @@ def _trainset(stage: Stage, ctx: Context, out: Path) -> None:
                          aug["severities"]))
     adapter = None
     if spec["adapter"]:
-        adapter = _plugin("adapter", spec["adapter"], ctx)
+        adapter = _plugin("adapter", spec["adapter"], ctx, stage.runtime.get("adapter"))
         adapter.load(ctx.location(stage.inputs["fit"]) if "fit" in stage.inputs else None)
 
     def transform(ims: list[np.ndarray], paths: list[Path], name: str, plugin, severities: list[int]) -> list:
@@ -180,7 +183,7 @@ def _trainset(stage: Stage, ctx: Context, out: Path) -> None:
 
 def _train(stage: Stage, ctx: Context, out: Path) -> None:
     spec = stage.spec
-    plugin = _plugin("segmenter", spec["segmenter"], ctx)
+    plugin = _plugin("segmenter", spec["segmenter"], ctx, stage.runtime.get("segmenter"))
     init = None
     if "init" in stage.inputs:
         key = stage.inputs["init"]
@@ -232,7 +235,7 @@ def _fit(stage: Stage, ctx: Context, out: Path) -> None:
     from harness.imageio import read_image, write_image
 
     spec = stage.spec
-    plugin = _plugin("adapter", spec["adapter"], ctx)
+    plugin = _plugin("adapter", spec["adapter"], ctx, stage.runtime.get("adapter"))
     source, target = fit_sets(image_records(ctx.location(stage.inputs["data"]), spec["split"]), plugin.fit_data,
                               spec["data_seed"])
     scratch = out / "fit-target"
@@ -252,7 +255,7 @@ def _fit(stage: Stage, ctx: Context, out: Path) -> None:
 
 
 def _adapt(stage: Stage, ctx: Context, out: Path) -> None:
-    plugin = _plugin("adapter", stage.spec["adapter"], ctx)
+    plugin = _plugin("adapter", stage.spec["adapter"], ctx, stage.runtime.get("adapter"))
     fit = stage.inputs.get("fit")
     plugin.load(ctx.location(fit) if fit else None)
     _map_images(stage, ctx, out, lambda ims, paths: plugin.adapt_batch(ims), f"adapt {plugin.name}",
@@ -260,7 +263,7 @@ def _adapt(stage: Stage, ctx: Context, out: Path) -> None:
 
 
 def _predict(stage: Stage, ctx: Context, out: Path) -> None:
-    plugin = _plugin("segmenter", stage.spec["segmenter"], ctx)
+    plugin = _plugin("segmenter", stage.spec["segmenter"], ctx, stage.runtime.get("segmenter"))
     plugin.predict(ctx.location(stage.inputs["model"]), _records(ctx, stage), ctx.location(stage.inputs["images"]),
                    out / "predictions.json", progress=ctx.progress)
 

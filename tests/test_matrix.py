@@ -175,6 +175,23 @@ def test_killed_run_resumes_to_the_same_results(registry, tmp_path):
     assert [c["status"] for c in read_cells(run_dir)] == ["done"] * 4
 
 
+def test_runtime_params_reach_the_stage_but_not_its_key(registry, dataset, tmp_path):
+    def planned(params: dict) -> dict:
+        cfg = load(tmp_path, matrix_config(dataset, adapters=[{"name": "dncnn", "params": params}]))
+        return {s.key: s for s in matrix.plan(cfg, registry, Store(tmp_path / "cache"), progress=False).stages.values()}
+
+    plain, tuned = planned({}), planned({"threads": 1, "infer_batch": 4})
+    assert plain.keys() == tuned.keys()
+    fits = [s for s in tuned.values() if s.kind == "fit"]
+    adapts = [s for s in tuned.values() if s.kind == "adapt"]
+    assert fits and adapts
+    assert all(s.runtime == {"adapter": {"threads": 1, "infer_batch": 4}} for s in fits + adapts)
+    assert all(s.runtime == {"adapter": {}} for s in plain.values() if s.kind in ("fit", "adapt"))
+    from harness.stages import Stage
+
+    assert Stage.from_dict(fits[0].to_dict()).runtime == fits[0].runtime
+
+
 def test_failing_cell_is_recorded_and_the_others_complete(fake_env, dataset, tmp_path, capsys):
     cfg = write_config(tmp_path / "m.yaml", matrix_config(
         dataset, adapters=["identity", {"name": "explode", "params": {"message": "adapter blew up"}}]))
