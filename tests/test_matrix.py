@@ -175,6 +175,40 @@ def test_killed_run_resumes_to_the_same_results(registry, tmp_path):
     assert [c["status"] for c in read_cells(run_dir)] == ["done"] * 4
 
 
+def test_run_killed_during_training_resumes_to_the_same_results(registry, tmp_path):
+    """SIGKILL while the segmenter trains (after its first checkpoint): the rerun resumes that training and
+    its results.csv is byte for byte the one of a run that was never interrupted."""
+    pytest.importorskip("mmdet")
+    cfg_dict = matrix_config({"generate": "synthetic", "params": SYNTHETIC}, segmenters=[
+        {"name": "mmdet-mask-rcnn", "profile": "tiny",
+         "params": {"max_iters": 10, "threads": 1, "checkpoint_interval": 2}}])
+    cfg_path = write_config(tmp_path / "train.yaml", cfg_dict)
+    cache, run_dir = tmp_path / "cache", tmp_path / "run"
+
+    proc = subprocess.Popen(_harness_run(cfg_path, cache, run_dir), cwd=tmp_path, env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(cache.glob("train/*.partial/work/iter_2.pth")):
+            assert proc.poll() is None, f"run ended before it could be killed:\n{proc.stderr.read()}"
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert not list(cache.glob("train/*/stage.json")), "the kill landed during training"
+
+    resumed = subprocess.run(_harness_run(cfg_path, cache, run_dir), cwd=tmp_path, env=subprocess_env(),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    logs = "".join(p.read_text() for p in cache.glob("train/*/work/**/*.log"))
+    assert "Advance dataloader" in logs, "the rerun resumed from the checkpoint, not from scratch"
+    reference = matrix.run(config.load(cfg_path), registry, out=tmp_path / "reference",
+                           store=Store(tmp_path / "cache2"), progress=False)
+    assert reference["cells"]["done"] == 2
+    assert (run_dir / "results.csv").read_bytes() == (tmp_path / "reference" / "results.csv").read_bytes()
+
+
 def test_runtime_params_reach_the_stage_but_not_its_key(registry, dataset, tmp_path):
     def planned(params: dict) -> dict:
         cfg = load(tmp_path, matrix_config(dataset, adapters=[{"name": "dncnn", "params": params}]))

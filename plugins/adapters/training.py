@@ -319,6 +319,9 @@ class FitLoop:
         """Train to the end; returns the last logged row."""
         from tqdm import tqdm
 
+        from harness import atomic
+
+        atomic.remove_leftovers(self.fit_dir)
         resumed = self.checkpoint_path.is_file()
         if resumed:
             self.restore()

@@ -16,6 +16,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.interfaces import Segmenter
+from plugins.segmenters import mmengine_resume
 from plugins.segmenters.amp import autocast
 
 CONFIG_DIR = Path(os.environ.get("HARNESS_CONFIGS", Path(__file__).resolve().parents[2] / "configs")) / "mmdet"
@@ -45,8 +46,11 @@ class MMDetMaskRCNN(Segmenter):
         "score_thr": 0.05,
         "predict_batch": 8,
         "amp": False,         # float16 autocast for inference on a GPU (faster; ignored on CPU)
+        "checkpoint_interval": None,  # iterations between resume checkpoints; default: the profile's
     }
     later_params = ("amp",)
+    #: a resumed training equals an uninterrupted one bit for bit, so where it checkpoints changes nothing
+    runtime_params = ("checkpoint_interval",)
 
     # -- config --------------------------------------------------------------------------------
     def config_path(self, profile: str) -> Path:
@@ -85,13 +89,13 @@ class MMDetMaskRCNN(Segmenter):
             _rescale_schedule(cfg, int(self.config["max_iters"]))
         if self.config["batch_size"]:
             cfg.train_dataloader.batch_size = int(self.config["batch_size"])
+        if self.config["checkpoint_interval"]:
+            cfg.default_hooks.checkpoint.interval = int(self.config["checkpoint_interval"])
         cfg.load_from = init
         cfg.resume = False
         for key in ("val_dataloader", "val_evaluator", "val_cfg", "test_dataloader", "test_evaluator", "test_cfg"):
             cfg.pop(key, None)
-        cfg.default_hooks.checkpoint.max_keep_ckpts = 1
-        cfg.default_hooks.checkpoint.save_last = True
-        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="WeightsOnlyCheckpointHook")]
+        mmengine_resume.configure(cfg)
         return cfg
 
     # -- training ------------------------------------------------------------------------------
@@ -105,26 +109,22 @@ class MMDetMaskRCNN(Segmenter):
         from mmengine.runner import Runner
 
         register_all_modules(init_default_scope=True)
-        _register_hooks()
         data_dir, out_dir = Path(data_dir), Path(out_dir)
         classes = [c["name"] for c in sorted(load_coco(data_dir / "train.json")["categories"], key=lambda c: c["id"])]
         work_dir = out_dir / "work"
         cfg = self.build_config(profile, data_dir, classes, work_dir, seed, init)
         cfg.device = _device(self.config["device"])
-        if (work_dir / "last_checkpoint").is_file():
-            cfg.resume = True  # an interrupted training continues from its last checkpoint
-            cfg.load_from = None
-        runner = Runner.from_cfg(cfg)
+        runner = Runner.from_cfg(mmengine_resume.resuming(cfg, work_dir))
         runner.train()
         self._export(runner.model, cfg, classes, out_dir)
         (out_dir / "train_stats.json").write_text(json.dumps(_train_stats(runner), indent=1))
 
     def _export(self, model, cfg, classes: list[str], out_dir: Path) -> None:
-        import torch
+        from harness import checkpoints
 
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save({"state_dict": state, "meta": {"classes": list(classes), "harness_segmenter": self.name}},
-                   out_dir / "model.pth")
+        checkpoints.save({"state_dict": state, "meta": {"classes": list(classes), "harness_segmenter": self.name}},
+                         out_dir / "model.pth")
         cfg.dump(str(out_dir / "config.py"))
         (out_dir / "classes.json").write_text(json.dumps(classes))
 
@@ -200,26 +200,6 @@ def _to_coco(image_id: int, inst, mask_utils, num_classes: int) -> list[dict[str
             rec["segmentation"] = rle
         out.append(rec)
     return out
-
-
-def _register_hooks() -> None:
-    from mmengine.hooks import Hook
-    from mmengine.registry import HOOKS
-
-    if "WeightsOnlyCheckpointHook" in HOOKS.module_dict:
-        return
-
-    @HOOKS.register_module()
-    class WeightsOnlyCheckpointHook(Hook):
-        """Drops the logged-scalar history from resume checkpoints: under torch.save's pickle protocol 2
-        it needs ``builtins.getattr``, which would make any checkpoint able to run code if allow-listed.
-        Resuming only loses the smoothing window of the log."""
-
-        priority = "LOWEST"
-
-        def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-            if "message_hub" in checkpoint:
-                checkpoint["message_hub"]["log_scalars"] = {}
 
 
 def _train_stats(runner) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import checkpoints
+from harness import atomic, checkpoints
 from harness.errors import HarnessError
 from harness.interfaces import Segmenter
 from plugins.segmenters.amp import autocast
@@ -69,8 +69,11 @@ class TVMaskRCNN(Segmenter):
         "score_thr": 0.05,
         "predict_batch": 8,
         "amp": False,         # float16 autocast for inference on a GPU (faster; ignored on CPU)
+        "checkpoint_interval": None,  # iterations between resume checkpoints; default: the config's
     }
     later_params = ("amp",)
+    #: a resumed training equals an uninterrupted one bit for bit, so where it checkpoints changes nothing
+    runtime_params = ("checkpoint_interval",)
 
     # -- config --------------------------------------------------------------------------------
     def config_path(self, profile: str) -> Path:
@@ -122,6 +125,7 @@ class TVMaskRCNN(Segmenter):
         with open(work / "train.log", "a") as logfile:
             say = _logger(logfile)
             start = 0
+            atomic.remove_leftovers(work)
             if (work / CHECKPOINT).is_file():  # an interrupted training continues from its last checkpoint
                 start = _resume(model, optimizer, work / CHECKPOINT)
                 say(f"resumed from {work / CHECKPOINT} at iteration {start}")
@@ -129,7 +133,10 @@ class TVMaskRCNN(Segmenter):
                 load_init(model, init, say)
             say(f"training {self.name} ({profile}) on {device}: {len(data)} images, iterations {start} -> "
                 f"{cfg['train']['max_iters']}, batch {cfg['train']['batch_size']}")
-            times = _fit(model, optimizer, data, cfg["train"], start, seed, device, work, say)
+            tcfg = dict(cfg["train"])
+            if self.config["checkpoint_interval"]:
+                tcfg["checkpoint_interval"] = int(self.config["checkpoint_interval"])
+            times = _fit(model, optimizer, data, tcfg, start, seed, device, work, say)
         self._export(model, cfg, categories, out_dir)
         stats = _train_stats(max(start, int(cfg["train"]["max_iters"])), start, times, device)
         write_json_atomic(out_dir / "train_stats.json", stats, indent=1)
