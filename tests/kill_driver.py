@@ -2,7 +2,7 @@
 killer would: at the start of an iteration, or halfway through writing a checkpoint (the temporary file is cut
 to half its size and the process dies before the rename). tests/test_resume.py resumes what it leaves.
 
-    python tests/kill_driver.py SPEC.json
+    python tests/kill_driver.py SPEC.json      (start it in a new session: a kill takes its process group)
 
 SPEC: {"trainer": mmdet|tv|cyclegan|dncnn, "out": DIR, "data": DIR (segmenters) or "source"/"target": [paths]
 (adapters), "params": {...}, "kill_at_iter": N, "kill_in_save": N (the N-th checkpoint write)}. After a run that
@@ -23,8 +23,10 @@ CHECKPOINT = re.compile(r"(iter_\d+\.pth|last\.pth|checkpoint\.pt)")
 
 
 def die() -> None:
+    """SIGKILL the whole process group (the driver runs in a session of its own): data-loader workers whose
+    parent is SIGKILLed alone can hang on forever holding its output pipes."""
     sys.stdout.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 def kill_in_save(n: int) -> None:

@@ -26,6 +26,8 @@ DRIVER = ROOT / "tests" / "kill_driver.py"
 #: the resumed run then dies inside its next checkpoint write, and the last run resumes from the first again
 PLANS = {
     "mmdet": ({"max_iters": 6, "threads": 1, "checkpoint_interval": 2}, 3, 2),
+    # the augmentation runs in two data-loader workers, each with its own seeded streams
+    "mmdet-workers": ({"max_iters": 6, "threads": 1, "checkpoint_interval": 2, "config": "WORKERS"}, 3, 2),
     "tv": ({"max_iters": 6, "threads": 1, "checkpoint_interval": 2}, 3, 2),
     "cyclegan": ({"profile": "test", "device": "cpu", "threads": 1}, 30, 20),
     "dncnn": ({"depth": 4, "width": 8, "patch": 16, "iterations": 30, "batch": 8, "checkpoint_every": 10,
@@ -68,7 +70,7 @@ def drive(tmp_path: Path, spec: dict, name: str) -> subprocess.CompletedProcess:
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(spec))
     return subprocess.run([sys.executable, str(DRIVER), str(path)], env=subprocess_env(), capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, start_new_session=True)
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +91,17 @@ def pairs(tmp_path_factory) -> tuple[list[str], list[str]]:
 
 @pytest.mark.parametrize("trainer", list(PLANS))
 def test_killed_and_resumed_training_equals_an_uninterrupted_one(trainer, dataset, pairs, tmp_path):
-    if trainer == "mmdet":
-        pytest.importorskip("mmdet")
     params, kill_iter, interval = PLANS[trainer]
+    if trainer.startswith("mmdet"):
+        pytest.importorskip("mmdet")
+        from plugins.segmenters.mmdet_mask_rcnn import CONFIG_DIR, PROFILE_CONFIGS
+
+        if params.get("config") == "WORKERS":
+            config = tmp_path / "workers.py"
+            config.write_text(f"_base_ = {str(CONFIG_DIR / PROFILE_CONFIGS['tiny'])!r}\n"
+                              "train_dataloader = dict(num_workers=2, persistent_workers=True)\n")
+            params = {**params, "config": str(config)}
+        trainer = "mmdet"
     base = {"trainer": trainer, "params": params, "data": str(dataset), "source": pairs[0], "target": pairs[1]}
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     done = drive(tmp_path, {**base, "out": str(straight)}, "straight")
