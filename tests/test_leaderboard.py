@@ -290,15 +290,31 @@ def test_corruption_mean_does_not_depend_on_the_other_corruptions(tmp_path):
 
 
 def test_one_missing_severity_is_marked_not_averaged_as_complete(tmp_path):
-    values = _robust_values(corruptions=("noise",), skip={("identity", "noise", 5, 0)})
+    values = _robust_values(corruptions=("noise", "blur", "jpeg"), skip={("identity", "noise", 5, 0)})
     text = render(_corrupted_run(tmp_path / "gap", values))
     table = _section(text, "### Boxes (bbox)")
     row = ("mrcnn (smoke)", "identity")
-    # s1..s4: 0.45, 0.40, 0.35, 0.30 -> 37.5, flagged
+    # s1..s4: 0.45, 0.40, 0.35, 0.30 -> 37.5, flagged; blur and jpeg complete: 44.0 and 47.0
     assert _table_cell(table, row, "noise") == "37.5 (4/5 sev.) [2]"
     assert "- [2] noise s5: not in the run" in table
-    assert _table_cell(table, row, "mPC (1 corruption)") == "37.5 (4/5 sev.) [1]"
-    assert _table_cell(table, row, "rPC (%)") == "75.0 (4/5 sev.) [1]"
+    assert (_table_cell(table, row, "blur"), _table_cell(table, row, "jpeg")) == ("44.0", "47.0")
+    assert _table_cell(table, row, "mPC (3 corruptions)") == "42.8 (14/15 sev.) [1]"  # 128.5 / 3
+    assert _table_cell(table, row, "rPC (%)") == "85.7 (14/15 sev.) [1]"
+    assert "- [1] mPC includes noise averaged over fewer than 5 severities (see its column)" in table
+
+
+def test_without_a_full_severity_sweep_the_section_is_a_note(tmp_path):
+    """One severity of each of two corruptions is no mPC: the section is left out and a note says why."""
+    values = {k: v for k, v in _robust_values(corruptions=("noise", "blur")).items() if k[2] in (0, 3)}
+    text = render(_corrupted_run(tmp_path / "two", values))
+    assert "## Robustness" not in text and "(1/5 sev.)" not in text
+    notes = _section(text, "## Input notes")
+    assert ("- No Robustness section (P, mPC, rPC): no corruption in this run has all of severities 1–5 "
+            "(it has blur s3, noise s3).") in notes
+    pending = _robust_values(corruptions=("noise",))
+    status = {k: "pending" for k in pending if k[1] == "noise" and k[2] > 1}
+    planned = render(_corrupted_run(tmp_path / "planned", pending, status))
+    assert "## Robustness" in planned and "No Robustness section" not in planned
 
 
 def test_row_without_a_corruption_is_marked(tmp_path):

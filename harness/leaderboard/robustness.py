@@ -63,6 +63,16 @@ def corruptions_of(entries_df: pd.DataFrame, severities: Iterable[int] = SEVERIT
     return sorted(set(entries_df.loc[wanted, "degradation"]) - {CLEAN})
 
 
+def full_sweeps(cells: pd.DataFrame, severities: Iterable[int] = SEVERITIES) -> list[str]:
+    """The corruption names the run plans at every one of ``severities`` (any row, seed or status).
+
+    Without one, mPC would be a mean over a few severities that COCO-C's reading does not support."""
+    wanted = {float(s) for s in severities}
+    corrupted = cells[cells["degradation"] != CLEAN]
+    planned = corrupted.groupby("degradation")["severity"].agg(lambda s: wanted <= set(s.astype(float)))
+    return sorted(name for name, full in planned.items() if full)
+
+
 def per_seed(entries_df: pd.DataFrame, severities: Iterable[int] = SEVERITIES) -> pd.DataFrame:
     """P, mPC_c of every corruption, mPC and rPC for each row (segmenter, profile, adapter) and seed.
 

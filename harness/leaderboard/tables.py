@@ -88,8 +88,9 @@ def render(run_dir: str | Path | list, title: str | None = None, link_base: str 
     for iou in _iou_types(run):
         out += _iou_section(run, iou)
     out += _failed_section(run)
-    if run.notices:
-        out += ["## Input notes", ""] + [f"- {_esc(n)}" for n in run.notices] + [""]
+    notes = [*run.notices, *_robustness_left_out(run)]
+    if notes:
+        out += ["## Input notes", ""] + [f"- {_esc(n)}" for n in notes] + [""]
     out += _plots_section(run, Path(link_base) if link_base is not None else dirs[0])
     return "\n".join(out).rstrip("\n") + "\n"
 
@@ -767,10 +768,25 @@ ROBUSTNESS_READING = (
     "ones in a note.")
 
 
-def _robustness_section(run: Run, metric: str = ROBUSTNESS_METRIC) -> list[str]:
-    """P, mPC and rPC per row, by corruption name, when the run has clean cells and corrupted ones."""
+def _clean_and_corrupted(run: Run) -> bool:
     degradations = set(run.cells["degradation"])
-    if "none" not in degradations or not degradations - {"none"}:
+    return "none" in degradations and bool(degradations - {"none"})
+
+
+def _robustness_left_out(run: Run) -> list[str]:
+    """The note that replaces the Robustness section when no corruption has its full severity sweep."""
+    if not _clean_and_corrupted(run) or robustness.full_sweeps(run.cells):
+        return []
+    settings = _setting_order(run.cells[SETTING].itertuples(index=False, name=None))
+    has = ", ".join(_setting_label(*s) for s in settings if s[0] != "none")
+    return [f"No Robustness section (P, mPC, rPC): no corruption in this run has all of severities 1–5 "
+            f"(it has {has})."]
+
+
+def _robustness_section(run: Run, metric: str = ROBUSTNESS_METRIC) -> list[str]:
+    """P, mPC and rPC per row, by corruption name, when the run has clean cells and at least one corruption
+    with its full severity sweep (others are shown with the severities they lack)."""
+    if not _clean_and_corrupted(run) or not robustness.full_sweeps(run.cells):
         return []
     seeds = run.seeds
     rows = _row_order(run.cells[ROW].itertuples(index=False, name=None))
