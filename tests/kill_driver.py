@@ -5,7 +5,7 @@ to half its size and the process dies before the rename). tests/test_resume.py r
     python tests/kill_driver.py SPEC.json      (start it in a new session: a kill takes its process group)
 
 SPEC: {"trainer": mmdet|tv|cyclegan|dncnn, "out": DIR, "data": DIR (segmenters) or "source"/"target": [paths]
-(adapters), "params": {...}, "kill_at_iter": N, "kill_in_save": N (the N-th checkpoint write)}. After a run that
+(adapters), "params": {...}, "init": CHECKPOINT (segmenters, optional), "kill_at_iter": N, "kill_in_save": N (the N-th checkpoint write)}. After a run that
 ends normally, the trainer's final state (every model and optimiser tensor) is in OUT/final_state.pt.
 """
 from __future__ import annotations
@@ -116,11 +116,11 @@ def main() -> None:
     if trainer == "mmdet":
         from plugins.segmenters.mmdet_mask_rcnn import MMDetMaskRCNN
 
-        MMDetMaskRCNN(**params).train(Path(spec["data"]), out, "tiny", seed=0)
+        MMDetMaskRCNN(**params).train(Path(spec["data"]), out, "tiny", seed=0, init=spec.get("init"))
     elif trainer == "tv":
         from plugins.segmenters.tv_mask_rcnn import TVMaskRCNN
 
-        TVMaskRCNN(**params).train(Path(spec["data"]), out, "tiny", seed=0)
+        TVMaskRCNN(**params).train(Path(spec["data"]), out, "tiny", seed=0, init=spec.get("init"))
     elif trainer == "cyclegan":
         from plugins.adapters.cyclegan import CycleGAN
 

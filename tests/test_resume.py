@@ -28,6 +28,8 @@ PLANS = {
     "mmdet": ({"max_iters": 6, "threads": 1, "checkpoint_interval": 2}, 3, 2),
     # the augmentation runs in two data-loader workers, each with its own seeded streams
     "mmdet-workers": ({"max_iters": 6, "threads": 1, "checkpoint_interval": 2, "config": "WORKERS"}, 3, 2),
+    # a fine-tune: starts from another model's weights (``init``), which a resume must not load again
+    "mmdet-finetune": ({"max_iters": 6, "threads": 1, "checkpoint_interval": 2}, 3, 2),
     "tv": ({"max_iters": 6, "threads": 1, "checkpoint_interval": 2}, 3, 2),
     "cyclegan": ({"profile": "test", "device": "cpu", "threads": 1}, 30, 20),
     "dncnn": ({"depth": 4, "width": 8, "patch": 16, "iterations": 30, "batch": 8, "checkpoint_every": 10,
@@ -89,9 +91,10 @@ def pairs(tmp_path_factory) -> tuple[list[str], list[str]]:
     return clean, noisy
 
 
-@pytest.mark.parametrize("trainer", list(PLANS))
-def test_killed_and_resumed_training_equals_an_uninterrupted_one(trainer, dataset, pairs, tmp_path):
-    params, kill_iter, interval = PLANS[trainer]
+@pytest.mark.parametrize("case", list(PLANS))
+def test_killed_and_resumed_training_equals_an_uninterrupted_one(case, dataset, pairs, tmp_path):
+    params, kill_iter, interval = PLANS[case]
+    trainer = case
     if trainer.startswith("mmdet"):
         pytest.importorskip("mmdet")
         from plugins.segmenters.mmdet_mask_rcnn import CONFIG_DIR, PROFILE_CONFIGS
@@ -103,6 +106,11 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_one(trainer, datase
             params = {**params, "config": str(config)}
         trainer = "mmdet"
     base = {"trainer": trainer, "params": params, "data": str(dataset), "source": pairs[0], "target": pairs[1]}
+    if case == "mmdet-finetune":
+        init = drive(tmp_path, {**base, "params": {"max_iters": 2, "threads": 1}, "out": str(tmp_path / "init")},
+                     "init")
+        assert init.returncode == 0, init.stderr[-3000:]
+        base["init"] = str(tmp_path / "init" / "model.pth")
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     done = drive(tmp_path, {**base, "out": str(straight)}, "straight")
     assert done.returncode == 0, done.stderr[-3000:]
