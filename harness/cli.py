@@ -91,8 +91,25 @@ def cmd_plugins_new(args) -> int:
 
 
 def cmd_data_prepare(args) -> int:
-    common = dict(size=args.size, val_fraction=args.val_fraction, seed=args.seed, progress=not args.quiet)
     v_mean = None if args.v_mean in (None, "none") else float(args.v_mean)
+    if args.format == "images":
+        from harness.data.pool import prepare_images
+
+        given = [f"--{k.replace('_', '-')}" for k in ("val_fraction", "test_fraction", "classes")
+                 if getattr(args, k) is not None]
+        if len(args.inputs) != 1:
+            raise HarnessError("data prepare images: needs one FOLDER")
+        if given:
+            raise HarnessError(f"data prepare images: {given[0]} does not apply to an unlabelled pool")
+        _print_dataset(prepare_images(args.inputs[0], args.out, size=args.size, v_mean=v_mean,
+                                      progress=not args.quiet), args)
+        return 0
+    if args.format != "neu-seg" and args.test_fraction == 1 and args.val_fraction:
+        raise HarnessError(f"--test-fraction 1 puts every image in test; --val-fraction {args.val_fraction} "
+                           "has nothing left to take")
+    val_fraction = 0.1 if args.val_fraction is None else args.val_fraction
+    test_fraction = 0.2 if args.test_fraction is None else args.test_fraction
+    common = dict(size=args.size, val_fraction=val_fraction, seed=args.seed, progress=not args.quiet)
     if args.format == "neu-seg":
         from harness.data.neu_seg import prepare_neu_seg
 
@@ -103,7 +120,7 @@ def cmd_data_prepare(args) -> int:
         if len(args.inputs) != 2 or not args.classes:
             raise HarnessError("data prepare masks: needs IMAGES MASKS and --classes a,b,c")
         summary = prepare_masks(args.inputs[0], args.inputs[1], args.classes.split(","), args.out, v_mean=v_mean,
-                                test_fraction=args.test_fraction, **common)
+                                test_fraction=test_fraction, **common)
     else:
         from harness.data.roboflow import find_roboflow_splits, prepare_coco
 
@@ -113,7 +130,7 @@ def cmd_data_prepare(args) -> int:
             sources = find_roboflow_splits(args.inputs[0])
         else:
             raise HarnessError("data prepare coco: needs ROBOFLOW_ROOT, or COCO_JSON IMAGES")
-        summary = prepare_coco(sources, args.out, v_mean=v_mean, test_fraction=args.test_fraction, **common)
+        summary = prepare_coco(sources, args.out, v_mean=v_mean, test_fraction=test_fraction, **common)
     _print_dataset(summary, args)
     return 0
 
@@ -342,12 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="prepare or generate datasets").add_subparsers(dest="data_cmd", required=True)
     s = data.add_parser("prepare", help="convert a dataset into the harness layout (COCO JSON + PNG)")
-    s.add_argument("format", choices=["neu-seg", "coco", "masks"])
-    s.add_argument("inputs", nargs="+", help="neu-seg: ROOT; coco: ROBOFLOW_ROOT or JSON IMAGES; masks: IMAGES MASKS")
+    s.add_argument("format", choices=["neu-seg", "coco", "masks", "images"])
+    s.add_argument("inputs", nargs="+", help="neu-seg: ROOT; coco: ROBOFLOW_ROOT or JSON IMAGES; masks: IMAGES MASKS; "
+                                             "images: FOLDER (an unlabelled pool)")
     s.add_argument("--out", required=True)
     s.add_argument("--size", type=int, help="resize so the longer side is N px (annotations follow)")
-    s.add_argument("--val-fraction", type=float, default=0.1)
-    s.add_argument("--test-fraction", type=float, default=0.2, help="masks/coco without a test split")
+    s.add_argument("--val-fraction", type=float, help="carved from train (default 0.1)")
+    s.add_argument("--test-fraction", type=float,
+                   help="masks/coco without a test split (default 0.2; 1 = all test: a test-only target)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--v-mean", help="domain-A brightness: HSV V mean per image (neu-seg default 108; 'none' = off)")
     s.add_argument("--classes", help="masks: class names for ids 1..K, comma-separated")

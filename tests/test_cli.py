@@ -160,3 +160,54 @@ def test_a_config_gone_bad_loses_nothing(fake_env, dataset, tmp_path, capsys):
         fails_with(capsys, run_args(cfg, tmp_path), str(cfg))
         assert snapshot(tmp_path / "run") == run_before
         assert snapshot(tmp_path / "cache") == cache_before
+
+
+def _write(path: Path, shape=(8, 8), value=100) -> None:
+    import cv2
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full(shape, value, np.uint8))
+
+
+def test_data_prepare_images_prints_the_pool_and_names_a_corrupt_file(tmp_path, capsys):
+    _write(tmp_path / "in" / "a.png", (8, 12))
+    _write(tmp_path / "in" / "cam 2" / "b.jpg", (20, 10, 3), 40)
+    assert main(["data", "prepare", "images", str(tmp_path / "in"), "--out", str(tmp_path / "pool"), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["split", "images", "width", "height", "channels", "folder"]
+    assert lines[2].split() == ["pool", "2", "10-12", "8-20", "1-channel:", "2",
+                                str(tmp_path / "pool" / "images" / "pool")]
+    assert lines[3].startswith(f"unlabelled pool -> {tmp_path / 'pool'}")
+    assert (tmp_path / "pool" / "images" / "pool" / "cam_2" / "b.png").is_file()
+    (tmp_path / "in" / "cam 2" / "c.png").write_bytes(b"garbage")
+    fails_with(capsys, ["data", "prepare", "images", str(tmp_path / "in"), "--out", str(tmp_path / "p2"), "--quiet"],
+               str(tmp_path / "in" / "cam 2" / "c.png"), "not a readable image")
+    fails_with(capsys, ["data", "prepare", "images", str(tmp_path / "in"), "--out", str(tmp_path / "p3"),
+                        "--test-fraction", "0.5"], "--test-fraction does not apply to an unlabelled pool")
+
+
+def test_data_prepare_coco_without_annotations_makes_a_pool(tmp_path, capsys):
+    import json
+
+    _write(tmp_path / "images" / "x.png", (4, 6))
+    (tmp_path / "coco.json").write_text('{"images": [{"id": 1, "file_name": "x.png", "width": 6, "height": 4}], '
+                                        '"annotations": []}')
+    assert main(["data", "prepare", "coco", str(tmp_path / "coco.json"), str(tmp_path / "images"),
+                 "--out", str(tmp_path / "pool"), "--quiet", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["kind"] == "pool" and printed["splits"]["pool"]["images"] == 1
+
+
+def test_test_only_dataset_prepares_and_refuses_training(fake_env, tmp_path, capsys):
+    for i in range(4):
+        _write(tmp_path / "img" / f"p{i}.png", value=20 * i)
+        _write(tmp_path / "msk" / f"p{i}.png", value=1)
+    argv = ["data", "prepare", "masks", str(tmp_path / "img"), str(tmp_path / "msk"), "--classes", "dent", "--quiet"]
+    fails_with(capsys, [*argv, "--test-fraction", "1", "--val-fraction", "0.2", "--out", str(tmp_path / "bad")],
+               "--test-fraction 1", "--val-fraction 0.2")
+    assert main([*argv, "--test-fraction", "1", "--out", str(tmp_path / "target")]) == 0
+    out = capsys.readouterr().out
+    assert "test only: no train.json or val.json" in out and "\ntrain " not in out
+    fails_with(capsys, ["train", "segmenter", "threshold", "--data", str(tmp_path / "target"), "--profile", "tiny",
+                        "--out", str(tmp_path / "model")], str(tmp_path / "target" / "train.json"), "test only")

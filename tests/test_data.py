@@ -399,3 +399,145 @@ def test_prepare_prints_a_summary_table_and_json_on_request(tmp_path: Path, caps
     assert main([*argv, "--out", str(tmp_path / "out2"), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((tmp_path / "out2" / "dataset.json").read_text())
+
+
+def test_test_fraction_one_writes_a_test_only_target(tmp_path: Path, capsys):
+    from harness.data.coco import load_split
+    from harness.data.masks import summary_table
+
+    images, masks = mask_folders(tmp_path)
+    meta = prepare_masks(images, masks, ["dent", "rust"], tmp_path / "out", test_fraction=1, progress=False)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "images", "test.json"]
+    assert list(meta["splits"]) == ["test"] and meta["splits"]["test"]["images"] == 10
+    assert meta["absent_splits"] == ["train", "val"] and meta["arguments"]["val_fraction"] == 0.0
+    assert len(image_records(out, "test")) == 10
+    assert meta["fingerprint"] == dataset_fingerprint(out) == dataset_fingerprint(out, ("test",))
+    with pytest.raises(HarnessError) as err:
+        load_split(out, "train")
+    assert "\n" not in str(err.value) and str(out / "train.json") in str(err.value)
+    assert "--test-fraction 1" in str(err.value)
+    lines = summary_table(meta, out).splitlines()
+    assert lines[2].split()[:3] == ["test", "10", "10"] and len(lines) == 5
+    assert "test only: no train.json or val.json" in lines[3]
+
+
+def test_coco_test_fraction_one_and_fractions_over_one(tmp_path: Path):
+    roboflow_export(tmp_path / "rf")
+    train = find_roboflow_splits(tmp_path / "rf")["train"]
+    meta = prepare_coco({"train": train}, tmp_path / "out", test_fraction=1, progress=False)
+    assert list(meta["splits"]) == ["test"] and meta["splits"]["test"]["images"] == 10
+    assert meta["absent_splits"] == ["train", "val"] and not (tmp_path / "out" / "train.json").exists()
+    with pytest.raises(HarnessError, match=r"test fraction 0.6 \+ val fraction 0.5 is more than 1"):
+        prepare_coco({"train": train}, tmp_path / "out2", test_fraction=0.6, val_fraction=0.5, progress=False)
+
+
+def test_full_dataset_fingerprint_still_covers_the_three_splits(tmp_path: Path):
+    images, masks = mask_folders(tmp_path)
+    meta = prepare_masks(images, masks, ["dent", "rust"], tmp_path / "out", progress=False)
+    assert "absent_splits" not in meta and meta["kind"] == "labelled"
+    assert dataset_fingerprint(tmp_path / "out") == dataset_fingerprint(tmp_path / "out", ("train", "val", "test"))
+    assert meta["fingerprint"] == dataset_fingerprint(tmp_path / "out")
+    assert sorted(meta["sha256"]) == sorted(r["file_name"] for s in ("train", "val", "test")
+                                            for r in image_records(tmp_path / "out", s))
+
+
+def pool_folder(root: Path) -> Path:
+    (root / "sub dir" / "deeper").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    cv2.imwrite(str(root / "a.png"), np.full((20, 30), 90, np.uint8))
+    cv2.imwrite(str(root / "A.jpg"), np.full((40, 10, 3), (10, 90, 200), np.uint8))
+    cv2.imwrite(str(root / "sub dir" / "b é.png"), np.full((16, 16, 3), 50, np.uint8))  # equal channels
+    cv2.imwrite(str(root / "sub dir" / "deeper" / "c.tif"), np.full((5, 7), 4000, np.uint16))
+    cv2.imwrite(str(root / ".hidden" / "x.png"), np.zeros((5, 7), np.uint8))
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_prepare_images_nested_safe_unique_names_and_channels(tmp_path: Path):
+    from harness.data.content import pixel_sha256
+    from harness.data.pool import prepare_images
+
+    meta = prepare_images(pool_folder(tmp_path / "in"), tmp_path / "pool", progress=False)
+    out = tmp_path / "pool"
+    recs = image_records(out, "pool")
+    assert [(r["file_name"], r["original"]) for r in recs] == [
+        ("images/pool/A.png", "A.jpg"), ("images/pool/a-2.png", "a.png"),
+        ("images/pool/sub_dir/b_.png", "sub dir/b é.png"),
+        ("images/pool/sub_dir/deeper/c.png", "sub dir/deeper/c.tif")]
+    assert json.loads((out / "pool.json").read_text())["annotations"] == []
+    assert meta["kind"] == "pool" and meta["splits"]["pool"]["images"] == 4 and meta["classes"] == []
+    assert meta["channels"] == {"1": 3, "3": 1} and "kept as read" in meta["channel_policy"]
+    assert meta["size_range"] == {"width": [7, 30], "height": [5, 40]}
+    assert meta["fingerprint"] == dataset_fingerprint(out)
+    assert cv2.imread(str(out / "images/pool/A.png"), cv2.IMREAD_UNCHANGED).shape == (40, 10, 3)
+    assert cv2.imread(str(out / "images/pool/sub_dir/deeper/c.png"), cv2.IMREAD_UNCHANGED).max() == 4000 >> 8
+    for r in recs:
+        assert meta["sha256"][r["file_name"]] == pixel_sha256(cv2.imread(str(r["path"]), cv2.IMREAD_UNCHANGED))
+    small = prepare_images(tmp_path / "in", tmp_path / "small", size=8, progress=False)
+    assert small["size_range"] == {"width": [2, 8], "height": [5, 8]}
+
+
+def test_prepare_images_bad_input_is_one_line_naming_the_file(tmp_path: Path):
+    from harness.data.pool import prepare_images
+
+    folder = pool_folder(tmp_path / "in")
+    (folder / "sub dir" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(HarnessError, match=re.escape(f"{folder / 'sub dir' / 'broken.png'}: not a readable image")):
+        prepare_images(folder, tmp_path / "partial", progress=False)
+    assert not (tmp_path / "partial" / "dataset.json").exists()  # the mark of a complete dataset
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(HarnessError, match=re.escape(f"{tmp_path / 'empty'}: no images")):
+        prepare_images(tmp_path / "empty", tmp_path / "out", progress=False)
+    secret = write_secret(tmp_path / "elsewhere" / "secret.png")
+    (folder / "sub dir" / "broken.png").unlink()
+    (folder / "link.png").symlink_to(secret)
+    with pytest.raises(HarnessError, match=re.escape(f"{folder / 'link.png'}: image leads to {secret}, outside")):
+        prepare_images(folder, tmp_path / "out", progress=False)
+    (folder / "link.png").unlink()
+    (folder / "linked").symlink_to(secret.parent, target_is_directory=True)
+    with pytest.raises(HarnessError, match=re.escape(f"{folder / 'linked'}: folder leads to {secret.parent}")):
+        prepare_images(folder, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("annotations", ["missing", "empty"])
+def test_coco_without_annotations_is_a_pool(tmp_path: Path, annotations: str):
+    roboflow_export(tmp_path / "rf")
+    json_path, image_dir = find_roboflow_splits(tmp_path / "rf")["train"]
+    data = json.loads(json_path.read_text())
+    if annotations == "missing":
+        del data["annotations"], data["categories"]
+    else:
+        data["annotations"] = []
+    json_path.write_text(json.dumps(data))
+    meta = prepare_coco({"train": (json_path, image_dir)}, tmp_path / "out", progress=False)
+    assert meta["kind"] == "pool" and meta["splits"]["pool"]["images"] == 10
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dataset.json", "images", "pool.json"]
+    assert [r["original"] for r in image_records(tmp_path / "out", "pool")][:2] == [
+        "img0_jpg.rf.abc0.jpg", "img1_jpg.rf.abc1.jpg"]
+
+
+def test_pool_overlap_finds_the_same_pixels_in_another_encoding(tmp_path: Path):
+    from harness.data.content import pool_overlap
+    from harness.data.pool import prepare_images
+
+    images, masks = mask_folders(tmp_path)
+    for i in range(10):  # distinct contents
+        cv2.imwrite(str(images / f"p{i}.png"), np.full((8, 8), 10 * i, np.uint8))
+    prepare_masks(images, masks, ["dent", "rust"], tmp_path / "data", progress=False)
+    test = image_records(tmp_path / "data", "test")
+    (tmp_path / "pool_in").mkdir()
+    leaked = cv2.imread(str(test[0]["path"]), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(tmp_path / "pool_in" / "leak.png"), cv2.cvtColor(leaked, cv2.COLOR_GRAY2BGR),
+                [cv2.IMWRITE_PNG_COMPRESSION, 0])  # other bytes, other channel count, same pixels
+    cv2.imwrite(str(tmp_path / "pool_in" / "fresh.png"), np.full((8, 8), 255, np.uint8))
+    prepare_images(tmp_path / "pool_in", tmp_path / "pool", progress=False)
+    expected = [(tmp_path / "pool" / "images" / "pool" / "leak.png", test[0]["path"])]
+    assert [(p.resolve(), q) for p, q in pool_overlap(tmp_path / "pool", tmp_path / "data", "test")] == [
+        (p.resolve(), q) for p, q in expected]
+    assert pool_overlap(tmp_path / "pool", tmp_path / "data", "val") == []
+    meta = json.loads((tmp_path / "pool" / "dataset.json").read_text())
+    del meta["sha256"]  # a folder prepared before hashes were recorded: hashed from its files
+    (tmp_path / "pool" / "dataset.json").write_text(json.dumps(meta))
+    assert len(pool_overlap(tmp_path / "pool", tmp_path / "data", "test")) == 1

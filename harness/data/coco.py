@@ -14,6 +14,8 @@ from harness.errors import HarnessError
 from harness.hashing import file_digest, stable_hash
 
 SPLITS = ("train", "val", "test")
+#: the one split of an unlabelled pool dataset (``harness data prepare images``)
+POOL = "pool"
 
 _REQUIRED = {
     "image": ("id", "file_name", "width", "height"),
@@ -94,16 +96,50 @@ def validate_coco(data: Any, source: str) -> dict[str, Any]:
     return data
 
 
-def load_coco(path: str | Path) -> dict[str, Any]:
+def read_coco_json(path: str | Path) -> Any:
+    """The parsed file, not yet validated (a COCO file without annotations is a pool, see harness.data.pool)."""
     path = Path(path)
     if not path.is_file():
-        raise HarnessError(f"{path}: COCO JSON not found")
+        raise HarnessError(f"{path}: COCO JSON not found{_why_absent(path)}")
     try:
         with open(path) as f:
-            data = json.load(f)
+            return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise HarnessError(f"{path}: malformed JSON ({e})") from None
-    return validate_coco(data, str(path))
+
+
+def load_coco(path: str | Path) -> dict[str, Any]:
+    return validate_coco(read_coco_json(path), str(path))
+
+
+def dataset_meta(data_dir: str | Path) -> dict[str, Any] | None:
+    """The folder's dataset.json, or None where there is none (or it is unreadable)."""
+    try:
+        meta = json.loads((Path(data_dir) / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _why_absent(path: Path) -> str:
+    """Why a split JSON of a prepared dataset is missing, when its dataset.json says so."""
+    meta = dataset_meta(path.parent) or {}
+    split = path.name[:-len(".json")] if path.name.endswith(".json") else None
+    if meta.get("kind") == "pool" and split != POOL:
+        return f" ({path.parent} is an unlabelled pool: it has only {POOL}.json)"
+    if split in (meta.get("absent_splits") or []):
+        return (f" ({path.parent} has no {split} split: it was prepared with --test-fraction 1, test only; "
+                "it can be evaluated on, not trained on)")
+    return ""
+
+
+def present_splits(data_dir: str | Path) -> tuple[str, ...]:
+    """The splits a prepared folder holds: those its dataset.json lists, else those whose JSON exists."""
+    data_dir = Path(data_dir)
+    meta = dataset_meta(data_dir)
+    if meta is not None and isinstance(meta.get("splits"), dict):
+        return tuple(s for s in (*SPLITS, POOL) if s in meta["splits"])
+    return tuple(s for s in (*SPLITS, POOL) if (data_dir / f"{s}.json").is_file()) or SPLITS
 
 
 def load_split(data_dir: str | Path, split: str) -> dict[str, Any]:
@@ -141,11 +177,12 @@ def image_records(data_dir: str | Path, split: str) -> list[dict[str, Any]]:
             for img in sorted(data["images"], key=lambda im: im["id"])]
 
 
-def dataset_fingerprint(data_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> str:
-    """Hash of the split JSONs and every referenced image's bytes: moving the folder keeps it."""
+def dataset_fingerprint(data_dir: str | Path, splits: tuple[str, ...] | None = None) -> str:
+    """Hash of the split JSONs and every referenced image's bytes: moving the folder keeps it. By default the
+    splits the folder holds (``present_splits``): a test-only dataset or a pool has fewer than three."""
     data_dir = Path(data_dir)
     parts = {}
-    for split in splits:
+    for split in present_splits(data_dir) if splits is None else splits:
         json_path = data_dir / f"{split}.json"
         records = image_records(data_dir, split)
         missing = [r["path"] for r in records if not r["path"].is_file()]

@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from harness.data.coco import SPLITS, mask_to_annotation, write_json_atomic
+from harness.data.coco import POOL, SPLITS, dataset_fingerprint, mask_to_annotation, write_json_atomic
+from harness.data.content import CONTENT_HASH, pixel_sha256
 from harness.data.stats import laplacian_variance, normalize_v_mean, summarize
 from harness.errors import HarnessError
 from harness.imageio import IMAGE_SUFFIXES, list_images, read_image, write_image
@@ -95,14 +96,18 @@ def class_map_sample(image_path: Path, mask_path: Path, num_classes: int, size: 
 
 def split_names(names: Sequence[str], fractions: dict[str, float], seed: int) -> dict[str, list[str]]:
     """Deterministic split of sorted names: each named split takes round(n * fraction) names, in order,
-    from one seeded permutation; the rest is returned under "rest"."""
+    from one seeded permutation; the rest is returned under "rest". A fraction of 1 takes everything (a
+    labelled target that is only a test set)."""
     names = sorted(names)
     order = np.random.default_rng(seed).permutation(len(names))
     out: dict[str, list[str]] = {}
     start = 0
     for split, fraction in fractions.items():
-        if not 0 <= fraction < 1:
-            raise HarnessError(f"{split} fraction must be in [0, 1), got {fraction}")
+        if not 0 <= fraction <= 1:
+            raise HarnessError(f"{split} fraction must be in [0, 1], got {fraction}")
+    if sum(fractions.values()) > 1 + 1e-9:
+        raise HarnessError(" + ".join(f"{s} fraction {f}" for s, f in fractions.items()) + " is more than 1")
+    for split, fraction in fractions.items():
         count = round(len(names) * fraction)
         out[split] = sorted(names[i] for i in order[start:start + count])
         start += count
@@ -120,7 +125,7 @@ def escapes(path: Path, root: Path) -> Path | None:
     return None if target.is_relative_to(base) else target
 
 
-def _inside(path: Path, root: Path, what: str) -> Path:
+def inside(path: Path, root: Path, what: str) -> Path:
     target = escapes(path, root)
     if target is not None:
         raise HarnessError(f"{path}: {what} leads to {target}, outside {root}")
@@ -140,14 +145,14 @@ def pair_masks(images: list[Path], masks_dir: Path) -> list[tuple[Path, Path]]:
     for image in images:
         if image.stem not in by_stem:
             raise HarnessError(f"{image}: no annotation mask {masks_dir / (image.stem + '.png')}")
-        pairs.append((_inside(image, image.parent, "image"), _inside(by_stem[image.stem], masks_dir, "mask")))
+        pairs.append((inside(image, image.parent, "image"), inside(by_stem[image.stem], masks_dir, "mask")))
     return pairs
 
 
-_OUR_ENTRIES = {"images", "dataset.json", *(f"{s}.json" for s in SPLITS)}
+_OUR_ENTRIES = {"images", "dataset.json", *(f"{s}.json" for s in (*SPLITS, POOL))}
 
 
-def _prepare_out(out: Path) -> None:
+def prepare_out(out: Path) -> None:
     """Refuse to write into a folder holding anything but a previous prepared dataset, then clear it."""
     if out.exists():
         if not out.is_dir():
@@ -161,7 +166,7 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _progress(items: list, desc: str, enabled: bool):
+def progress_bar(items: list, desc: str, enabled: bool):
     if not enabled:
         return items
     try:
@@ -175,15 +180,17 @@ def write_prepared(out: str | Path, splits: dict[str, list[Sample]], classes: Se
                    source: dict[str, Any], arguments: dict[str, Any], v_mean: float | None = None,
                    progress: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write images/<split>/<stem>.png, <split>.json for train/val/test and dataset.json (last, so a
-    folder with dataset.json is complete). Returns the dataset.json content."""
+    folder with dataset.json is complete). Returns the dataset.json content. A split left out of ``splits``
+    (train and val of a test-only target) is not written, and dataset.json lists it under absent_splits."""
     out = Path(out)
-    missing = [s for s in SPLITS if s not in splits]
-    if missing:
-        raise ValueError(f"write_prepared needs splits {SPLITS}, missing {missing}")
-    _prepare_out(out)
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or "test" not in splits:
+        raise ValueError(f"write_prepared takes splits {SPLITS} (test required), got {sorted(splits)}")
+    prepare_out(out)
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
     summary: dict[str, Any] = {}
-    for split in SPLITS:
+    hashes: dict[str, str] = {}
+    for split in (s for s in SPLITS if s in splits):
         samples = sorted(splits[split], key=lambda s: s[0])
         stems = [s[0] for s in samples]
         if len(set(stems)) != len(stems):
@@ -191,7 +198,7 @@ def write_prepared(out: str | Path, splits: dict[str, list[Sample]], classes: Se
             raise HarnessError(f"{split}: two images named '{dup}' would both become images/{split}/{dup}.png")
         images, annotations, sharpness = [], [], []
         counts = {name: 0 for name in classes}
-        for image_id, (stem, load) in enumerate(_progress(samples, split, progress), start=1):
+        for image_id, (stem, load) in enumerate(progress_bar(samples, split, progress), start=1):
             image, instances = load()
             if v_mean is not None:
                 image = normalize_v_mean(image, v_mean)
@@ -200,6 +207,7 @@ def write_prepared(out: str | Path, splits: dict[str, list[Sample]], classes: Se
             sharpness.append(laplacian_variance(image))
             images.append({"id": image_id, "file_name": file_name, "width": int(image.shape[1]),
                            "height": int(image.shape[0])})
+            hashes[file_name] = pixel_sha256(image)
             for category_id, mask in instances:
                 if mask.shape != image.shape[:2]:
                     raise RuntimeError(f"{file_name}: instance mask {mask.shape} differs from image")
@@ -209,8 +217,12 @@ def write_prepared(out: str | Path, splits: dict[str, list[Sample]], classes: Se
         write_json_atomic(out / f"{split}.json",
                           {"images": images, "annotations": annotations, "categories": categories})
         summary[split] = {"images": len(images), "instances": counts, "sharpness": summarize(sharpness)}
-    meta = {"format_version": FORMAT_VERSION, "source": source, "arguments": arguments,
-            "classes": list(classes), "v_mean_normalisation": v_mean, "splits": summary, **(extra or {})}
+    absent = [s for s in SPLITS if s not in splits]
+    meta = {"format_version": FORMAT_VERSION, "kind": "labelled", "source": source, "arguments": arguments,
+            "classes": list(classes), "v_mean_normalisation": v_mean, "splits": summary,
+            **({"absent_splits": absent} if absent else {}),
+            "fingerprint": dataset_fingerprint(out, tuple(summary)), **(extra or {}), "content_hash": CONTENT_HASH,
+            "sha256": hashes}
     write_json_atomic(out / "dataset.json", meta, indent=2)
     return meta
 
@@ -218,16 +230,20 @@ def write_prepared(out: str | Path, splits: dict[str, list[Sample]], classes: Se
 def prepare_masks(images_dir: str | Path, masks_dir: str | Path, classes: list[str], out: str | Path,
                   size: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
                   v_mean: float | None = None, progress: bool = True) -> dict[str, Any]:
-    """Any folder of images with same-stem class-id PNG masks (pixel k = classes[k-1], 0 background)."""
+    """Any folder of images with same-stem class-id PNG masks (pixel k = classes[k-1], 0 background).
+    ``test_fraction`` 1 puts every image in test and writes no train or val split (``val_fraction`` unused)."""
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     if not classes:
         raise HarnessError("prepare_masks: at least one class name is needed")
     if not masks_dir.is_dir():
         raise HarnessError(f"{masks_dir}: mask folder not found")
     pairs = {img.stem: (img, mask) for img, mask in pair_masks(list_images(images_dir), masks_dir)}
+    if test_fraction == 1:
+        val_fraction = 0.0
     parts = split_names(list(pairs), {"test": test_fraction, "val": val_fraction}, seed)
     splits = {split: [class_map_sample(*pairs[n], len(classes), size) for n in parts[key]]
-              for split, key in (("train", "rest"), ("val", "val"), ("test", "test"))}
+              for split, key in (("train", "rest"), ("val", "val"), ("test", "test"))
+              if test_fraction < 1 or split == "test"}
     return write_prepared(
         out, splits, classes,
         source={"kind": "masks", "images": str(images_dir.resolve()), "masks": str(masks_dir.resolve())},
@@ -242,13 +258,18 @@ def summary_table(meta: dict[str, Any], out: str | Path) -> str:
     from tabulate import tabulate
 
     out = Path(out)
+    if meta.get("kind") == "pool":
+        return _pool_table(meta, out)
     classes = meta["classes"]
     rows = []
-    for split in SPLITS:
+    for split in (s for s in SPLITS if s in meta["splits"]):
         s = meta["splits"][split]
         counts = [s["instances"].get(name, 0) for name in classes]
         rows.append([split, s["images"], sum(counts), *counts, str(out / "images" / split)])
     lines = [tabulate(rows, headers=["split", "images", "instances", *classes, "folder"])]
+    if meta.get("absent_splits"):
+        lines.append(f"test only: no {' or '.join(s + '.json' for s in meta['absent_splits'])} "
+                     "(--test-fraction 1): a target to evaluate on, not to train on")
     imported = meta.get("import") or {}
     if imported.get("dropped_categories"):
         lines.append(f"dropped categories without annotations: {', '.join(imported['dropped_categories'])}")
@@ -256,3 +277,14 @@ def summary_table(meta: dict[str, Any], out: str | Path) -> str:
         lines.append(f"skipped crowd annotations: {imported['skipped_crowd_annotations']}")
     lines.append(f"prepared dataset -> {out} (full record in {out / 'dataset.json'}; --json prints it)")
     return "\n".join(lines)
+
+
+def _pool_table(meta: dict[str, Any], out: Path) -> str:
+    from tabulate import tabulate
+
+    pool, sizes = meta["splits"][POOL], meta["size_range"]
+    width, height = ("-".join(dict.fromkeys(str(v) for v in sizes[k])) for k in ("width", "height"))
+    channels = ", ".join(f"{c}-channel: {n}" for c, n in sorted(meta["channels"].items()))
+    table = tabulate([[POOL, pool["images"], width, height, channels, str(out / "images" / POOL)]],
+                     headers=["split", "images", "width", "height", "channels", "folder"])
+    return "\n".join([table, f"unlabelled pool -> {out} (full record in {out / 'dataset.json'}; --json prints it)"])

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from harness.data.coco import SPLITS, decode_segmentation, load_coco
-from harness.data.masks import (Instances, Sample, escapes, resize_image, resize_mask, split_names, target_shape,
-                                 write_prepared)
+from harness.data.coco import SPLITS, decode_segmentation, read_coco_json, validate_coco
+from harness.data.masks import Instances, Sample, resize_image, resize_mask, split_names, target_shape, write_prepared
+from harness.data.pool import coco_image_path, is_pool_coco, prepare_coco_pool
 from harness.errors import HarnessError
 from harness.imageio import read_image
 
@@ -74,14 +74,7 @@ def _categories(datas: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, 
 
 def _coco_sample(image: dict[str, Any], anns: list[dict[str, Any]], image_dir: Path, json_path: Path,
                  cat_map: dict[Any, int], size: int | None) -> Sample:
-    file_name = image["file_name"]
-    if not isinstance(file_name, str) or not file_name:
-        raise HarnessError(f"{json_path}: image {image['id']} file_name must be a non-empty string")
-    path = image_dir / file_name
-    target = escapes(path, image_dir)
-    if target is not None:
-        raise HarnessError(f"{json_path}: image {image['id']} file_name '{file_name}' leads to {target}, "
-                           f"outside the image folder {image_dir}")
+    _, path = coco_image_path(image, 0, image_dir, json_path)
 
     def load() -> tuple[np.ndarray, Instances]:
         img = read_image(path)
@@ -105,14 +98,19 @@ def prepare_coco(sources: dict[str, tuple[Path, Path]], out: str | Path, size: i
                  val_fraction: float = 0.1, seed: int = 0, test_fraction: float = 0.2,
                  v_mean: float | None = None, progress: bool = True) -> dict[str, Any]:
     """sources: split -> (coco json, image folder). A missing val (or test) split is carved from train
-    with a seeded permutation. Crowd annotations are skipped and counted in dataset.json."""
+    with a seeded permutation; a carved ``test_fraction`` of 1 takes all of train (no train.json, no carved
+    val). Crowd annotations are skipped and counted in dataset.json. One COCO file whose annotations list is
+    empty or missing is an unlabelled pool (``harness.data.pool``)."""
     unknown = sorted(set(sources) - set(SPLITS))
     if unknown:
         raise HarnessError(f"unknown split '{unknown[0]}' (expected {', '.join(SPLITS)})")
     if "train" not in sources:
         raise HarnessError("a COCO import needs a train split")
     sources = {s: (Path(j), Path(d)) for s, (j, d) in sources.items()}
-    datas = {split: load_coco(json_path) for split, (json_path, _) in sources.items()}
+    raw = {split: read_coco_json(json_path) for split, (json_path, _) in sources.items()}
+    if len(raw) == 1 and is_pool_coco(raw["train"]):
+        return prepare_coco_pool(*sources["train"], raw["train"], out, size=size, v_mean=v_mean, progress=progress)
+    datas = {split: validate_coco(raw[split], str(sources[split][0])) for split in raw}
     classes, mapping, dropped = _categories(datas)
     if not classes:
         raise HarnessError(f"{sources['train'][0]}: no categories")
@@ -133,16 +131,20 @@ def prepare_coco(sources: dict[str, tuple[Path, Path]], out: str | Path, size: i
                 raise HarnessError(f"{json_path}: two images named '{stem}' (image {img['id']})")
             samples[split][stem] = (stem, load)
     carve = {s: f for s, f in (("test", test_fraction), ("val", val_fraction)) if s not in samples}
+    test_only = carve.get("test") == 1
+    if test_only and "val" in carve:
+        carve["val"] = 0.0
     if carve:
         parts = split_names(list(samples["train"]), carve, seed)
         for split in carve:
             samples[split] = {n: samples["train"][n] for n in parts[split]}
         samples["train"] = {n: samples["train"][n] for n in parts["rest"]}
+    absent = ({"train"} | ({"val"} & set(carve))) if test_only else set()
     return write_prepared(
-        out, {split: list(samples[split].values()) for split in SPLITS}, classes,
+        out, {split: list(samples[split].values()) for split in SPLITS if split not in absent}, classes,
         source={"kind": "coco", "splits": {s: {"json": str(j.resolve()), "images": str(d.resolve())}
                                            for s, (j, d) in sources.items()}},
-        arguments={"size": size, "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
-                   "v_mean": v_mean, "carved_from_train": sorted(carve)},
+        arguments={"size": size, "val_fraction": carve.get("val", val_fraction), "test_fraction": test_fraction,
+                   "seed": seed, "v_mean": v_mean, "carved_from_train": sorted(carve)},
         v_mean=v_mean, progress=progress,
         extra={"import": {"dropped_categories": dropped, "skipped_crowd_annotations": crowd}})
