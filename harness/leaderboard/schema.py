@@ -1,0 +1,27 @@
+"""The vocabulary of a run folder's files (columns, metric and file names), shared by reading and rendering so
+that neither imports the other for a constant."""
+from __future__ import annotations
+
+from pathlib import Path
+
+KEY = ["segmenter", "profile", "adapter", "degradation", "severity", "seed"]
+ROW = ["segmenter", "profile", "adapter"]
+SETTING = ["degradation", "severity"]
+RESULT_COLUMNS = ["cell", *KEY, "iou_type", "metric", "category", "value", "note"]
+MAIN_METRICS = ("AP", "AP50", "AP75")
+SCALE_METRICS = ("AP_small", "AP_medium", "AP_large")
+FIDELITY = "fidelity"
+FIDELITY_METRICS = ("PSNR", "SSIM")
+COCO_METRICS = MAIN_METRICS + SCALE_METRICS
+IOU_ORDER = ("bbox", "segm")
+IDENTITY = "identity"
+MISSING = "missing"
+SIGNIFICANCE = "significance.csv"
+SIGNIFICANCE_COLUMNS = ["segmenter", "profile", "adapter", "degradation", "severity", "iou_type", "metric", "seeds",
+                        "delta", "lo", "hi", "resamples", "significant"]
+#: written by `harness report` when a run has training-side baselines: every row vs its plain segmenter + identity
+BASELINES = "baselines.csv"
+BASELINE_COLUMNS = [*SIGNIFICANCE_COLUMNS[:3], "reference_segmenter", "reference_adapter", *SIGNIFICANCE_COLUMNS[3:],
+                    "value", "reference"]
+SIGNIFICANCE_KEY = [*ROW, *SETTING, "iou_type", "metric"]
+PLOTS_MANIFEST = Path("plots") / "manifest.json"

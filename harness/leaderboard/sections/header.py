@@ -1,0 +1,43 @@
+"""Title, provenance of every run (who ran what on which data, how far it got) and the reading that holds for
+every table."""
+from __future__ import annotations
+
+from harness.leaderboard.format import esc
+from harness.leaderboard.run import Page, Run
+
+VERSION_ORDER = ("harness", "python", "torch", "mmdet", "mmcv", "pycocotools")
+READING = ("Values are COCO AP ×100. With several seeds a cell reads mean ± standard error (ddof=1); "
+           "(n=k) marks a cell averaged over fewer seeds, with the reason in a numbered note under the table.")
+
+
+def lines(page: Page) -> list[str]:
+    name = " + ".join(str(r.meta.get("name") or d.name) for r, d in zip(page.runs, page.dirs))
+    out = [f"# {esc(page.title or 'Leaderboard: ' + name)}", ""]
+    for r in page.runs:
+        out += ([f"### Run {esc(r.meta.get('name', 'unknown'))}", ""] if len(page.runs) > 1 else []) + provenance(r)
+    return out + [READING, ""]
+
+
+def provenance(run: Run) -> list[str]:
+    meta = run.meta
+    dataset = meta.get("dataset") or {}
+    versions = meta.get("versions") or {}
+    names = [k for k in VERSION_ORDER if k in versions] + sorted(k for k in versions if k not in VERSION_ORDER)
+    status = run.cells["status"].value_counts()
+    counts = meta.get("cells") or {}
+    total = max(len(run.cells), int(counts.get("total") or 0))
+    done, failed = int(status.get("done", 0)), int(status.get("failed", 0))
+    profiles = sorted(p for p in run.cells["profile"].unique() if p)
+    fingerprint = esc(dataset.get("fingerprint", "unknown"))
+    return [
+        f"- **Run:** {esc(meta.get('name', 'unknown'))}",
+        f"- **Config hash:** `{esc(meta.get('config_hash', 'unknown'))}`",
+        f"- **Dataset:** {esc(dataset.get('name', 'unknown'))} (fingerprint `{fingerprint}`)",
+        f"- **Profile(s):** {esc(', '.join(profiles) or 'unknown')}",
+        f"- **Versions:** {esc(', '.join(f'{k} {versions[k]}' for k in names) or 'unknown')}",
+        f"- **Created:** {esc(meta.get('created') or 'unknown')}",
+        f"- **Finished:** {esc(meta.get('finished') or 'not finished (partial run)')}",
+        f"- **Cells:** {done} done, {failed} failed, {total - done - failed} pending, {total} total",
+        f"- **Seeds:** {', '.join(map(str, run.seeds)) or 'none'}",
+        "",
+    ]
