@@ -24,16 +24,20 @@ KEYS: dict[str, tuple[Any, str]] = {
     "limit": (None, "evaluate only the first N images of the split (quick looks; part of every key)"),
     "sample": (None, "evaluate a fixed random sample of N images of the split (chosen by file-name hash; part of every key)"),
     "fit_split": ("train", "split whose images trainable adapters fit on: clean ones as A, degraded ones as B"),
+    "targets": (None, "list of target domains: degradation entries (synthetic) and {name, data, split, pool} (real)"),
 }
 #: keys whose default None means "not set", not "required"
-OPTIONAL = ("limit", "sample")
+OPTIONAL = ("limit", "sample", "targets")
 #: keys added after the first release (see MatrixConfig.hash)
-LATER_KEYS = ("fit_split", "sample")
+LATER_KEYS = ("fit_split", "sample", "targets")
 ENTRY_KEYS = {
     "segmenters": {"name", "label", "params", "profile", "init", "train_on", "adapters"},
     "adapters": {"name", "label", "params", "fit_on"},
     "degradations": {"name", "label", "params", "severities"},
+    "targets": {"name", "label", "params", "severities", "data", "split", "pool"},
 }
+#: the keys of a real target (an entry of ``targets`` with ``data``)
+REAL_TARGET_KEYS = {"name", "data", "split", "pool"}
 KIND_OF = {"segmenters": "segmenter", "adapters": "adapter", "degradations": "degradation"}
 
 
@@ -55,6 +59,19 @@ class Entry:
 
 
 @dataclass
+class RealTarget:
+    """A prepared dataset of another domain: cells evaluate its labelled ``split``; unpaired adapters fit on its
+    unlabelled ``pool`` as B."""
+    label: str
+    data: str
+    split: str = "test"
+    pool: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
 class MatrixConfig:
     path: Path
     raw: dict[str, Any]
@@ -69,6 +86,10 @@ class MatrixConfig:
     limit: int | None
     fit_split: str = "train"
     sample: int | None = None
+    #: real targets (synthetic ones are in ``degradations``); None when the config has no ``targets`` key
+    targets: list[RealTarget] | None = None
+    #: how errors name each degradation (``targets[i]`` for the synthetic entries of ``targets``)
+    degradation_names: list[str] | None = None
 
     @property
     def hash(self) -> str:
@@ -85,6 +106,7 @@ class MatrixConfig:
             "degradations": [e.as_dict() for e in self.degradations],
             "seeds": self.seeds, "data_seed": self.data_seed, "limit": self.limit, "fit_split": self.fit_split,
             "sample": self.sample,
+            **({} if self.targets is None else {"targets": [t.as_dict() for t in self.targets]}),
         }
 
 
@@ -112,17 +134,23 @@ def parse(raw: Any, path: Path, registry=None) -> MatrixConfig:
             raise HarnessError(f"{path}: missing required key '{key}'")
     get = lambda k: raw.get(k, KEYS[k][0])  # noqa: E731
     severities = _int_list(get("severities"), path, "severities")
+    synthetic, real, names = _targets(raw, path, severities)
+    if synthetic is not None:
+        degradations = synthetic
+    else:
+        degradations = _entries(get("degradations"), "degradations", path, severities)
     cfg = MatrixConfig(
         path=path, raw=raw, name=str(get("name")), dataset=_dataset(get("dataset"), path),
         split=str(get("split")),
         segmenters=_entries(get("segmenters"), "segmenters", path, None),
         adapters=_entries(get("adapters"), "adapters", path, None),
-        degradations=_entries(get("degradations"), "degradations", path, severities),
+        degradations=degradations,
         seeds=_int_list(get("seeds"), path, "seeds"),
         data_seed=_int(get("data_seed"), path, "data_seed"),
         limit=None if get("limit") is None else _int(get("limit"), path, "limit"),
         fit_split=str(get("fit_split")),
         sample=None if get("sample") is None else _positive(get("sample"), path, "sample"),
+        targets=real, degradation_names=names,
     )
     if registry is not None:
         check_plugins(cfg, registry)
@@ -141,12 +169,15 @@ def _dataset(value: Any, path: Path) -> Any:
     raise HarnessError(f"{path}: dataset: expected a folder path or {{generate: synthetic, params: {{...}}}}")
 
 
-def _entries(value: Any, key: str, path: Path, severities: list[int] | None) -> list[Entry]:
+def _entries(value: Any, key: str, path: Path, severities: list[int] | None,
+             shown: list[str] | None = None) -> list[Entry]:
+    """``shown``: each item's name in errors, where it is not ``key[i]`` (synthetic entries of ``targets``)."""
     if not isinstance(value, list) or not value:
         raise HarnessError(f"{path}: {key}: expected a non-empty list")
     out: list[Entry] = []
     for i, item in enumerate(value):
-        where = f"{path}: {key}[{i}]"
+        name = shown[i] if shown else f"{key}[{i}]"
+        where = f"{path}: {name}"
         if isinstance(item, str):
             item = {"name": item}
         if not isinstance(item, dict) or "name" not in item:
@@ -170,13 +201,64 @@ def _entries(value: Any, key: str, path: Path, severities: list[int] | None) -> 
             entry.fit_on = _fit_on(item["fit_on"], f"{where}.fit_on")
         if key == "degradations":
             entry.severities = ([0] if entry.name == "none"
-                                else _int_list(item.get("severities", severities), path, f"{key}[{i}].severities"))
+                                else _int_list(item.get("severities", severities), path, f"{name}.severities"))
         out.append(entry)
     labels = [e.label for e in out]
     dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
     if dupes:
         raise HarnessError(f"{path}: {key}: label '{dupes[0]}' used twice; give each variant its own 'label'")
     return out
+
+
+def _targets(raw: dict[str, Any], path: Path, severities: list[int]
+             ) -> tuple[list[Entry] | None, list[RealTarget] | None, list[str] | None]:
+    """``targets``: (synthetic targets, i.e. the degradation entries, with those of ``degradations`` first;
+    real targets; how errors name each synthetic one). Nones without the key, so a config without it reads
+    exactly as before."""
+    if raw.get("targets") is None:
+        return None, None, None
+    value = raw["targets"]
+    if not isinstance(value, list) or not value:
+        raise HarnessError(f"{path}: targets: expected a non-empty list")
+    synthetic_items, shown, real = [], [], []
+    for i, item in enumerate(value):
+        where = f"{path}: targets[{i}]"
+        if isinstance(item, dict) and "data" in item:
+            real.append(_real_target(item, where))
+        else:
+            synthetic_items.append(item)
+            shown.append(f"targets[{i}]")
+    given = raw.get("degradations")
+    if given is not None and (not isinstance(given, list) or not given):
+        raise HarnessError(f"{path}: degradations: expected a non-empty list")
+    items = [*(given or []), *synthetic_items]
+    shown = [f"degradations[{i}]" for i in range(len(given or []))] + shown
+    degradations = _entries(items, "degradations", path, severities, shown) if items else []
+    labels = [d.label for d in degradations] + [t.label for t in real]
+    dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dupes:
+        raise HarnessError(f"{path}: targets: label '{dupes[0]}' used twice (targets and degradations share labels)")
+    return degradations, real, shown
+
+
+def _real_target(item: dict[str, Any], where: str) -> RealTarget:
+    bad = sorted(set(item) - REAL_TARGET_KEYS)
+    if bad:
+        raise HarnessError(f"{where}: unknown key '{bad[0]}' for a real target (known: "
+                           f"{', '.join(sorted(REAL_TARGET_KEYS))})")
+    for key in ("name", "data"):
+        if not isinstance(item.get(key), str) or not item[key]:
+            raise HarnessError(f"{where}.{key}: expected a non-empty string")
+    if item["name"] == "none":
+        raise HarnessError(f"{where}.name: 'none' is the clean source setting, not a real target's label")
+    split = item.get("split", "test")
+    if not isinstance(split, str) or not split:
+        raise HarnessError(f"{where}.split: expected a split name (default test)")
+    pool = item.get("pool")
+    if pool is not None and (not isinstance(pool, str) or not pool):
+        raise HarnessError(f"{where}.pool: expected a prepared pool folder (`harness data prepare images`)")
+    return RealTarget(label=item["name"], data=str(Path(item["data"]).expanduser()), split=split,
+                      pool=None if pool is None else str(Path(pool).expanduser()))
 
 
 def _init(value: Any, where: str) -> str | dict[str, str] | None:
@@ -240,6 +322,8 @@ def check_plugins(cfg: MatrixConfig, registry) -> None:
             if entry.kind == "degradation" and entry.name == "none":
                 continue
             where = f"{cfg.path}: {key}[{i}]"
+            if key == "degradations" and cfg.degradation_names:
+                where = f"{cfg.path}: {cfg.degradation_names[i]}"
             try:
                 plugin = registry.create(entry.kind, entry.name, entry.params)
                 if entry.kind == "segmenter":

@@ -55,6 +55,8 @@ class Plan:
     cells: list[Cell] = field(default_factory=list)
     context: Context | None = None
     dataset: dict[str, Any] = field(default_factory=dict)
+    #: real targets by label: what the provenance says of each (run.json ``targets``)
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, stage: Stage) -> str:
         self.stages.setdefault(stage.key, stage)
@@ -103,6 +105,7 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
     ad_ids = {label: plugin.identity() for label, plugin in adapters.items()}
     ad_runtime = {label: {"adapter": plugin.runtime()} for label, plugin in adapters.items()}
     ad_fit = {label: plugin.fit_data for label, plugin in adapters.items() if plugin.trainable}
+    real = [_real_target(p, cfg, t, data) for t in cfg.targets or []]
     models: dict[tuple[str, int], str] = {}
     # a segmenter that starts from another's model is planned after it
     for seg in sorted(cfg.segmenters, key=lambda e: isinstance(e.init, dict)):
@@ -146,7 +149,101 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
                                              "severity": severity, "seed": seed}, final, [fidelity],
                                             stages={"train": model, "degrade": images if images != data else None,
                                                     "adapt": adapted, "predict": preds}))
+            for target in real:
+                _plan_real_cells(p, cfg, registry, target, seg, seg_id, seg_runtime, model, seed, data, ad_ids,
+                                 ad_runtime, ad_fit)
     return p
+
+
+def _real_target(p: Plan, cfg: MatrixConfig, target, data: str) -> dict[str, Any]:
+    """A real target's data (and pool) as source stages, checked before any work: its split exists, its classes
+    are the source's (when the source is a folder; a generated one is checked when predictions are remapped),
+    and its pool shares no image with the evaluated split."""
+    from harness.data.coco import POOL, chosen, dataset_fingerprint, load_split
+    from harness.data.content import pool_overlap
+    from harness.stages import category_map
+
+    where = f"{cfg.path}: targets: '{target.label}'"
+    folder = Path(target.data)
+    if not folder.is_dir():
+        raise HarnessError(f"{where}: data folder {folder} not found (run `harness data prepare` first)")
+    try:
+        labelled = load_split(folder, target.split)
+        if not isinstance(cfg.dataset, dict):
+            category_map(Path(cfg.dataset), folder, target.split)
+        fingerprint = dataset_fingerprint(folder)
+    except HarnessError as exc:
+        raise HarnessError(f"{where}: {exc}") from None
+    key = p.add(Stage("source", {"fingerprint": fingerprint}))
+    p.context.sources[key] = str(folder.resolve())
+    view = {"split": target.split, "limit": cfg.limit}
+    if cfg.sample:
+        view["sample"] = cfg.sample
+    info: dict[str, Any] = {
+        "name": _dataset_name(folder), "path": str(folder.resolve()), "fingerprint": fingerprint,
+        "split": target.split, "images": len(labelled["images"]),
+        "evaluated": len(chosen(labelled["images"], cfg.limit, cfg.sample)), "pool": None}
+    pool_key = None
+    if target.pool is not None:
+        pool = Path(target.pool)
+        if not pool.is_dir():
+            raise HarnessError(f"{where}: pool folder {pool} not found (run `harness data prepare images` first)")
+        try:
+            pool_images = len(load_split(pool, POOL)["images"])
+            pool_fp = dataset_fingerprint(pool, (POOL,))
+            overlap = pool_overlap(pool, folder, target.split)
+        except HarnessError as exc:
+            raise HarnessError(f"{where}: pool: {exc}") from None
+        if overlap:
+            shown = ", ".join(f"{a} = {b}" for a, b in overlap[:5])
+            more = f" and {len(overlap) - 5} more" if len(overlap) > 5 else ""
+            raise HarnessError(f"{where}: pool {pool} shares {len(overlap)} image(s) with the evaluated "
+                               f"{target.split} split (same pixels): {shown}{more}")
+        pool_key = p.add(Stage("source", {"fingerprint": pool_fp}))
+        p.context.sources[pool_key] = str(pool.resolve())
+        info["pool"] = {"path": str(pool.resolve()), "fingerprint": pool_fp, "images": pool_images}
+    p.targets[target.label] = info
+    return {"label": target.label, "key": key, "pool": pool_key, "view": view}
+
+
+def _plan_real_cells(p: Plan, cfg: MatrixConfig, registry, target: dict[str, Any], seg: Entry, seg_id, seg_runtime,
+                     model: str, seed: int, data: str, ad_ids, ad_runtime, ad_fit) -> None:
+    """The cells of one segmenter and seed on a real target: its labelled images are adapted as they are (no
+    degradation), predictions are remapped to its category ids by name, and no fidelity is planned (there
+    is no clean original). Recorded as degradation = the target's label, severity 0."""
+    tkey, view = target["key"], target["view"]
+    for ad in cfg.adapters:
+        if seg.only_adapters is not None and ad.label not in seg.only_adapters:
+            continue
+        adapt_inputs = {"data": tkey, "images": tkey}
+        if ad.label in ad_fit:
+            adapt_inputs["fit"] = _real_fit_stage(p, registry, ad, ad_fit[ad.label], data, cfg, seed, target)
+        adapted = p.add(Stage("adapt", {"adapter": ad_ids[ad.label], **view}, adapt_inputs,
+                              runtime=ad_runtime[ad.label]))
+        preds = p.add(Stage("predict", {"segmenter": seg_id, **view},
+                            {"data": tkey, "model": model, "images": adapted, "source": data}, runtime=seg_runtime))
+        final = p.add(Stage("evaluate", dict(view), {"data": tkey, "predictions": preds}))
+        p.cells.append(Cell({"segmenter": seg.label, "profile": seg.profile, "adapter": ad.label,
+                             "degradation": target["label"], "severity": 0, "seed": seed}, final, [],
+                            stages={"train": model, "degrade": None, "adapt": adapted, "predict": preds}))
+
+
+def _real_fit_stage(p: Plan, registry, ad: Entry, fit_data: str, data: str, cfg: MatrixConfig, seed: int,
+                    target: dict[str, Any]) -> str:
+    """An adapter's fit for a real target: source-only and fixed-degradation fits as for any cell; an unpaired
+    one on the source's ``fit_split`` images as A and the target's pool as B; a paired one cannot be fitted."""
+    if fit_data == "source" or ad.fit_on is not None:
+        return _fit_stage(p, registry, ad, fit_data, data, cfg, seed, None, 0)
+    if fit_data == "paired":
+        raise HarnessError(f"{cfg.path}: adapters: '{ad.label}' fits on paired images (clean and degraded copies "
+                           f"of one image), which real target '{target['label']}' has none of; use it on synthetic "
+                           "targets, or give it fit_on: {name: DEGRADATION, severity: N}")
+    if target["pool"] is None:
+        raise HarnessError(f"{cfg.path}: targets: '{target['label']}' has no pool, and adapter '{ad.label}' fits on "
+                           "target images (B): give the target `pool: POOL_DIR` (`harness data prepare images`)")
+    plugin = registry.create(ad.kind, ad.name, ad.params)
+    spec = {"adapter": plugin.identity(), "split": cfg.fit_split, "seed": seed}
+    return p.add(Stage("fit", spec, {"data": data, "pool": target["pool"]}, runtime={"adapter": plugin.runtime()}))
 
 
 def _fit_stage(p: Plan, registry, ad: Entry, fit_data: str, data: str, cfg: MatrixConfig, seed: int,
@@ -353,6 +450,8 @@ def _write_run(out: Path, cfg: MatrixConfig, p: Plan, cell_state: dict[str, dict
     run_info = {"name": cfg.name, "config_hash": cfg.hash, "config": cfg.normalised(), "created": created,
                 "finished": finished, "versions": versions(), "dataset": p.dataset, "cells": counts,
                 "cache": str(store.root), "stages": list(p.stages)}  # what `harness cache gc --keep` keeps
+    if p.targets:
+        run_info["targets"] = p.targets
     _atomic_text(out / "run.json", json.dumps(run_info, indent=1, default=str) + "\n")
     _atomic_text(out / "cells.jsonl", "".join(json.dumps(c, default=str) + "\n" for c in cells))
     buf = io.StringIO()

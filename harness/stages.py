@@ -227,15 +227,22 @@ def fit_sets(records: list[dict[str, Any]], fit_data: str, data_seed: int) -> tu
 
 
 def _fit(stage: Stage, ctx: Context, out: Path) -> None:
-    """Fit an adapter on clean training images (A) and degraded ones (B) made by the cell's degradation."""
+    """Fit an adapter on clean training images (A) and degraded ones (B) made by the cell's degradation, or,
+    for a real target, on every training image (A) and the target's unlabelled pool (B)."""
     import shutil
 
-    from harness.data.coco import image_records
+    from harness.data.coco import POOL, image_records
     from harness.degrade import degrade_image
     from harness.imageio import read_image, write_image
 
     spec = stage.spec
     plugin = _plugin("adapter", spec["adapter"], ctx, stage.runtime.get("adapter"))
+    if "pool" in stage.inputs:
+        source = image_records(ctx.location(stage.inputs["data"]), spec["split"])
+        target = image_records(ctx.location(stage.inputs["pool"]), POOL)
+        plugin.fit([rec["path"] for rec in source], [rec["path"] for rec in target], out, spec["seed"],
+                   progress=ctx.progress)
+        return
     source, target = fit_sets(image_records(ctx.location(stage.inputs["data"]), spec["split"]), plugin.fit_data,
                               spec["data_seed"])
     scratch = out / "fit-target"
@@ -263,9 +270,36 @@ def _adapt(stage: Stage, ctx: Context, out: Path) -> None:
 
 
 def _predict(stage: Stage, ctx: Context, out: Path) -> None:
+    """Predictions of the evaluated images; on a real target (input ``source``: the dataset the model learnt
+    the classes of) remapped to the target's category ids by name, dropping classes it lacks."""
     plugin = _plugin("segmenter", stage.spec["segmenter"], ctx, stage.runtime.get("segmenter"))
     plugin.predict(ctx.location(stage.inputs["model"]), _records(ctx, stage), ctx.location(stage.inputs["images"]),
                    out / "predictions.json", progress=ctx.progress)
+    if "source" in stage.inputs:
+        from harness.data.coco import write_json_atomic
+        from harness.evaluation.coco_eval import load_predictions
+
+        ids = category_map(ctx.location(stage.inputs["source"]), ctx.location(stage.inputs["data"]),
+                           stage.spec["split"])
+        preds = load_predictions(out / "predictions.json")
+        write_json_atomic(out / "predictions.json", [{**r, "category_id": ids[r["category_id"]]} for r in preds
+                                                     if r["category_id"] in ids])
+
+
+def category_map(source_dir: Path, target_dir: Path, split: str) -> dict[int, int]:
+    """Source category id -> target category id, matched by name; a target class the source lacks is an error
+    (no model of the source could predict it), source classes the target lacks are left out."""
+    from harness.data.coco import SPLITS, load_split, present_splits
+
+    present = present_splits(source_dir)
+    learnt = next((s for s in ("train", *SPLITS) if s in present), "train")
+    source = {c["name"]: c["id"] for c in load_split(source_dir, learnt)["categories"]}
+    target = load_split(target_dir, split)["categories"]
+    unknown = [c["name"] for c in target if c["name"] not in source]
+    if unknown:
+        raise HarnessError(f"{target_dir / (split + '.json')}: class '{unknown[0]}' is not a class of the source "
+                           f"dataset (source classes: {', '.join(sorted(source))}); categories match by name")
+    return {source[c["name"]]: c["id"] for c in target}
 
 
 def _evaluate(stage: Stage, ctx: Context, out: Path) -> None:

@@ -46,9 +46,16 @@ def settings_of(df: pd.DataFrame) -> list[tuple]:
     return setting_order(df[SETTING].itertuples(index=False, name=None))
 
 
+def is_real_target(degradation: str, severity: float) -> bool:
+    """A real target is recorded as its label at severity 0 (degradations have severities from 1)."""
+    return degradation != "none" and severity == 0
+
+
 def setting_label(degradation: str, severity: float) -> str:
     if degradation == "none" and severity == 0:
         return "clean"
+    if is_real_target(degradation, severity):
+        return f"{degradation} (real target)"
     return f"{degradation} s{num(severity)}"
 
 

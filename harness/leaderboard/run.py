@@ -94,7 +94,9 @@ def merge(runs: list[Run]) -> Run:
         significance = significance[~significance.duplicated(SIGNIFICANCE_KEY, keep="last")].reset_index(drop=True)
     plots = [p for r in runs for p in r.plots]
     baselines = [r.baselines for r in runs if r.baselines is not None]
-    return Run({"name": " + ".join(str(r.meta.get("name")) for r in runs)}, cells, results, notices, significance,
+    targets = {label: info for r in runs for label, info in (r.meta.get("targets") or {}).items()}
+    meta = {"name": " + ".join(str(r.meta.get("name")) for r in runs), **({"targets": targets} if targets else {})}
+    return Run(meta, cells, results, notices, significance,
                plots, pd.concat(baselines, ignore_index=True) if baselines else None)
 
 

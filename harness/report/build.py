@@ -47,6 +47,12 @@ class RunView:
         self.store = Store(cache or self.meta.get("cache"))
         self.cells = [c for c in _read_cells(self.dir / "cells.jsonl") if c.get("status") == "done"]
         self.notes: list[str] = []
+        real = set(self.meta.get("targets") or {})
+        if real & {c.get("degradation") for c in self.cells}:
+            # their ground truth is the target's, not the source split's that self.gt holds
+            self.cells = [c for c in self.cells if c.get("degradation") not in real]
+            self.notes.append(f"cells of real target(s) {', '.join(sorted(real))} left out: the report reads "
+                              "only the source split's ground truth")
         config = self.meta.get("config", {})
         dataset = self.meta.get("dataset", {}).get("path")
         if not dataset or not Path(dataset).is_dir():

@@ -33,6 +33,7 @@ def provenance(run: Run) -> list[str]:
         f"- **Run:** {esc(meta.get('name', 'unknown'))}",
         f"- **Config hash:** `{esc(meta.get('config_hash', 'unknown'))}`",
         f"- **Dataset:** {esc(dataset.get('name', 'unknown'))} (fingerprint `{fingerprint}`)",
+        *targets(meta),
         f"- **Profile(s):** {esc(', '.join(profiles) or 'unknown')}",
         f"- **Versions:** {esc(', '.join(f'{k} {versions[k]}' for k in names) or 'unknown')}",
         f"- **Created:** {esc(meta.get('created') or 'unknown')}",
@@ -41,3 +42,19 @@ def provenance(run: Run) -> list[str]:
         f"- **Seeds:** {', '.join(map(str, run.seeds)) or 'none'}",
         "",
     ]
+
+
+def targets(meta: dict) -> list[str]:
+    """One line per real target: which dataset (by fingerprint) its labelled images and its pool are."""
+    out = []
+    for label, info in (meta.get("targets") or {}).items():
+        pool = info.get("pool")
+        pool_text = "no pool"
+        if pool:
+            pool_text = (f"pool of {pool.get('images', '?')} unlabelled images "
+                         f"(fingerprint `{esc(pool.get('fingerprint'))}`)")
+        of = f" of {info['images']}" if info.get("images") not in (None, info.get("evaluated")) else ""
+        out.append(f"- **Target {esc(label)}:** {esc(info.get('name', 'unknown'))} (fingerprint "
+                   f"`{esc(info.get('fingerprint', 'unknown'))}`), {info.get('evaluated', '?')}{of} labelled "
+                   f"{esc(info.get('split', 'test'))} images evaluated; {pool_text}")
+    return out

@@ -7,7 +7,8 @@ import pandas as pd
 
 from harness.leaderboard import robustness
 from harness.leaderboard.aggregate import aggregate, entries
-from harness.leaderboard.format import IOU_TITLES, Agg, esc, grid, num, rows_of, seed_phrase, setting_label, settings_of
+from harness.leaderboard.format import (IOU_TITLES, Agg, esc, grid, is_real_target, num, rows_of, seed_phrase,
+                                        setting_label, settings_of)
 from harness.leaderboard.run import Page, Run, iou_types
 from harness.leaderboard.schema import ROW
 
@@ -21,14 +22,16 @@ READING = (
 
 def _clean_and_corrupted(run: Run) -> bool:
     degradations = set(run.cells["degradation"])
-    return "none" in degradations and bool(degradations - {"none"})
+    corrupted = {d for d, s in zip(run.cells["degradation"], run.cells["severity"])
+                 if d != "none" and not is_real_target(d, s)}
+    return "none" in degradations and bool(corrupted)
 
 
 def left_out(run: Run) -> list[str]:
     """The note that replaces the Robustness section when no corruption has its full severity sweep."""
     if not _clean_and_corrupted(run) or robustness.full_sweeps(run.cells):
         return []
-    has = ", ".join(setting_label(*s) for s in settings_of(run.cells) if s[0] != "none")
+    has = ", ".join(setting_label(*s) for s in settings_of(run.cells) if s[0] != "none" and not is_real_target(*s))
     return [f"No Robustness section (P, mPC, rPC): no corruption in this run has all of severities 1–5 "
             f"(it has {has})."]
 
@@ -41,7 +44,8 @@ def lines(page: Page, metric: str = METRIC) -> list[str]:
     rows = rows_of(run.cells)
     out = [f"## Robustness — {metric} ×100, {seed_phrase(seeds)}", "", READING.format(metric=metric), ""]
     severities = set(float(s) for s in robustness.SEVERITIES)
-    outside = run.cells[(run.cells["degradation"] != "none") & ~run.cells["severity"].isin(severities)]
+    outside = run.cells[(run.cells["degradation"] != "none") & ~run.cells["severity"].isin(severities)
+                        & (run.cells["severity"] != 0)]
     if len(outside):
         labels = sorted({setting_label(d, s) for d, s in zip(outside["degradation"], outside["severity"])})
         out += [f"Not in mPC (severity outside 1–5): {esc(', '.join(labels))}.", ""]

@@ -9,6 +9,10 @@ from harness.leaderboard.format import Agg, fmt, grid, rows_of, seed_phrase, set
 from harness.leaderboard.run import Page, Run, iou_types
 from harness.leaderboard.schema import FIDELITY, FIDELITY_METRICS, IDENTITY, ROW, SETTING
 
+#: why a real target's cells have no PSNR/SSIM
+NO_ORIGINAL = ("no PSNR/SSIM on a real target: its images have no clean original to compare with "
+               "(the fidelity stage is not run there)")
+
 
 def lines(page: Page) -> list[str]:
     run = page.run
@@ -18,7 +22,8 @@ def lines(page: Page) -> list[str]:
     rows = rows_of(run.cells)
     settings = settings_of(run.cells)
     compared = [r for r in rows if r[2] != IDENTITY and (r[0], r[1], IDENTITY) in rows]
-    has_fidelity = bool((run.results["iou_type"] == FIDELITY).any())
+    real = set(run.meta.get("targets") or {})
+    has_fidelity = bool((run.results["iou_type"] == FIDELITY).any()) or bool(real)
     columns: list[tuple[str, pd.Series]] = []
     intervals: dict[tuple, tuple[Agg, int]] = {}
     for iou in iou_types(run):
@@ -29,9 +34,11 @@ def lines(page: Page) -> list[str]:
             intervals.update(_intervals(run, iou, deltas))
         columns.append((f"{iou} AP50", aggregate_by(entries(run, iou, [("AP50", "all")]), ROW + SETTING,
                                                     len(seeds), metric="AP50")))
+    fidelity_columns = []
     if has_fidelity:
         for metric in FIDELITY_METRICS:
-            columns.append((f"{metric}{' (dB)' if metric == 'PSNR' else ''}",
+            fidelity_columns.append(f"{metric}{' (dB)' if metric == 'PSNR' else ''}")
+            columns.append((fidelity_columns[-1],
                             aggregate_by(entries(run, FIDELITY, [(metric, "all")]), ROW + SETTING, len(seeds),
                                          metric=metric)))
     out = [f"## Summary — AP ×100 and Δ vs `{IDENTITY}` paired by seed, {seed_phrase(seeds)}", ""]
@@ -47,6 +54,9 @@ def lines(page: Page) -> list[str]:
                 shown = intervals.get((label, *row, *setting))
                 if shown:
                     resamples.add(shown[1])
+                if label in fidelity_columns and setting[0] in real and setting[1] == 0:
+                    data[label].append(Agg("—", (NO_ORIGINAL,)))
+                    continue
                 data[label].append(shown[0] if shown else aggs.get((*row, *setting)))
         table = pd.DataFrame(data, index=pd.MultiIndex.from_tuples(rows, names=ROW))
         out += [f"### {setting_label(*setting)}", ""] + grid(table, [label for label, _ in columns])
