@@ -152,9 +152,34 @@ def parse(raw: Any, path: Path, registry=None) -> MatrixConfig:
         sample=None if get("sample") is None else _positive(get("sample"), path, "sample"),
         targets=real, degradation_names=names,
     )
+    _check_oracles(cfg)
     if registry is not None:
         check_plugins(cfg, registry)
     return cfg
+
+
+def _check_oracles(cfg: MatrixConfig) -> None:
+    """An oracle names a target of this matrix and, if any, a control fine-tune from the same model."""
+    targets = [d.label for d in cfg.degradations if d.name != "none"] + [t.label for t in cfg.targets or []]
+    by_label = {s.label: s for s in cfg.segmenters}
+    for i, seg in enumerate(cfg.segmenters):
+        oracle = oracle_of(seg)
+        if oracle is None:
+            continue
+        where = f"{cfg.path}: segmenters[{i}].train_on"
+        if oracle[1] not in targets:
+            raise HarnessError(f"{where}.{oracle[0]}: '{oracle[1]}' is not a target of this matrix (known: "
+                               f"{', '.join(targets) or 'none'}; 'none', the clean source, is no target)")
+        control = seg.train_on.get("control")
+        if control is None:
+            continue
+        other = by_label.get(control)
+        if other is None or other is seg or other.train_on or not isinstance(other.init, dict):
+            raise HarnessError(f"{where}.control: '{control}' is not the label of a plain fine-tune in this matrix "
+                               "(an entry with init: {segmenter: LABEL} and no train_on)")
+        if isinstance(seg.init, dict) and other.init != seg.init:
+            raise HarnessError(f"{where}.control: '{control}' starts from '{other.init['segmenter']}', this oracle "
+                               f"from '{seg.init['segmenter']}'; a control is the same recipe without the target")
 
 
 def _dataset(value: Any, path: Path) -> Any:
@@ -279,15 +304,50 @@ def _labels(value: Any, where: str) -> list[str]:
     return list(value)
 
 
+#: the ``train_on`` keys that make a segmenter entry an oracle: trained on the target's labelled training
+#: images alone (oracle-T) or on them and the source's (oracle-ST)
+ORACLES = ("target", "source_and_target")
+TRAIN_ON_KEYS = {"augment", "adapter", *ORACLES, "control"}
+
+
+def oracle_of(entry: Entry | dict[str, Any]) -> tuple[str, str] | None:
+    """(``target`` or ``source_and_target``, the target's label) of an oracle entry, else None."""
+    train_on = (entry.get("train_on") if isinstance(entry, dict) else entry.train_on) or {}
+    return next(((k, train_on[k]) for k in ORACLES if k in train_on), None)
+
+
 def _train_on(value: Any, where: str, path: Path) -> dict[str, Any]:
     """Training-side baselines: train on A plus degraded copies (``augment``) and/or on adapted images
-    (``adapter``, applied to every training image; pair it with the same adapter at test time)."""
+    (``adapter``, applied to every training image; pair it with the same adapter at test time); oracles train
+    on a target's labelled training images (``target``) or on those and A (``source_and_target``), and may name
+    the ``control`` fine-tune that is source-only for training-side rows in the gap-closed table."""
     if not isinstance(value, dict) or not value:
-        raise HarnessError(f"{where}: expected a mapping with 'augment' and/or 'adapter'")
-    bad = sorted(set(value) - {"augment", "adapter"})
+        raise HarnessError(f"{where}: expected a mapping with 'augment' and/or 'adapter', or an oracle's "
+                           "'target' or 'source_and_target'")
+    bad = sorted(set(value) - TRAIN_ON_KEYS)
     if bad:
-        raise HarnessError(f"{where}: unknown key '{bad[0]}' (known: augment, adapter)")
+        raise HarnessError(f"{where}: unknown key '{bad[0]}' (known: {', '.join(sorted(TRAIN_ON_KEYS))})")
     out: dict[str, Any] = {}
+    oracle = [k for k in ORACLES if k in value]
+    if len(oracle) > 1:
+        raise HarnessError(f"{where}: give either 'target' (oracle-T) or 'source_and_target' (oracle-ST), not both")
+    if oracle:
+        mixed = sorted(set(value) & {"augment", "adapter"})
+        if mixed:
+            raise HarnessError(f"{where}: an oracle's recipe is its segmenter's (profile, params, init); "
+                               f"'{mixed[0]}' does not combine with '{oracle[0]}'")
+        name = value[oracle[0]]
+        if not isinstance(name, str) or not name:
+            raise HarnessError(f"{where}.{oracle[0]}: expected a target's label")
+        out[oracle[0]] = name
+        if value.get("control") is not None:
+            if oracle[0] != "target":
+                raise HarnessError(f"{where}.control: only an oracle-T ('target') names the control fine-tune")
+            if not isinstance(value["control"], str) or not value["control"]:
+                raise HarnessError(f"{where}.control: expected the label of a segmenter entry")
+            out["control"] = value["control"]
+    elif "control" in value:
+        raise HarnessError(f"{where}.control: only an oracle ('target' or 'source_and_target') names a control")
     if value.get("augment") is not None:
         degs = _entries(value["augment"], "degradations", Path(f"{where}.augment"), [1, 2, 3, 4, 5])
         if any(d.name == "none" for d in degs):

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from harness import atomic
 from harness.cache import Store, holding_lock
-from harness.config import Entry, MatrixConfig
+from harness.config import Entry, MatrixConfig, oracle_of
 from harness.errors import HarnessError
 from harness.hashing import stable_hash
 from harness.stages import KINDS as STAGE_KINDS
@@ -113,7 +113,7 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
         seg_id = segmenter.identity()
         seg_runtime = {"segmenter": segmenter.runtime()}
         model_fp = segmenter.model_fingerprint(seg.profile)
-        train_data = _trainset(p, registry, seg, data, cfg) if seg.train_on else data
+        train_data = _trainset(p, registry, seg, data, cfg, real) if seg.train_on else data
         for seed in cfg.seeds:
             train_inputs = {"data": train_data}
             if isinstance(seg.init, dict):
@@ -203,7 +203,7 @@ def _real_target(p: Plan, cfg: MatrixConfig, target, data: str) -> dict[str, Any
         p.context.sources[pool_key] = str(pool.resolve())
         info["pool"] = {"path": str(pool.resolve()), "fingerprint": pool_fp, "images": pool_images}
     p.targets[target.label] = info
-    return {"label": target.label, "key": key, "pool": pool_key, "view": view}
+    return {"label": target.label, "key": key, "pool": pool_key, "view": view, "folder": folder}
 
 
 def _plan_real_cells(p: Plan, cfg: MatrixConfig, registry, target: dict[str, Any], seg: Entry, seg_id, seg_runtime,
@@ -259,12 +259,18 @@ def _fit_stage(p: Plan, registry, ad: Entry, fit_data: str, data: str, cfg: Matr
     return p.add(Stage("fit", spec, {"data": data}, runtime={"adapter": plugin.runtime()}))
 
 
-def _trainset(p: Plan, registry, seg: Entry, data: str, cfg: MatrixConfig) -> str:
+def _trainset(p: Plan, registry, seg: Entry, data: str, cfg: MatrixConfig, real: list[dict[str, Any]]) -> str:
     """The training split a training-side baseline learns from: clean images plus degraded copies, and/or
     every image passed through an adapter. Its fit (if trainable) uses seed 0: the adapter is a fixed
-    pre-processing step, not part of what the segmenter's seed varies."""
+    pre-processing step, not part of what the segmenter's seed varies. An oracle's: the target's labelled
+    training images (with the clean ones for oracle-ST)."""
     spec: dict[str, Any] = {"split": "train", "data_seed": cfg.data_seed, "augment": [], "adapter": None}
     inputs = {"data": data}
+    oracle = oracle_of(seg)
+    if oracle is not None:
+        spec["oracle"], target_key = _oracle_spec(registry, seg, oracle, cfg, real)
+        if target_key is not None:
+            inputs["target"] = target_key
     for deg in seg.train_on.get("augment", []):
         spec["augment"].append({"degradation": registry.create("degradation", deg["name"], deg["params"]).identity(),
                                 "severities": deg["severities"]})
@@ -276,6 +282,38 @@ def _trainset(p: Plan, registry, seg: Entry, data: str, cfg: MatrixConfig) -> st
         if plugin.trainable:
             inputs["fit"] = _fit_stage(p, registry, entry, plugin.fit_data, data, cfg, 0, None, 0)
     return p.add(Stage("trainset", spec, inputs, runtime={"adapter": plugin.runtime()} if ad else {}))
+
+
+def _oracle_spec(registry, seg: Entry, oracle: tuple[str, str], cfg: MatrixConfig, real: list[dict[str, Any]]
+                 ) -> tuple[dict[str, Any], str | None]:
+    """What an oracle trains on, as (trainset ``oracle`` spec, the real target's source key or None): a synthetic
+    target's degradation of the source training split (severity drawn per image, labels kept), or a real
+    target's labelled train split; a target without labelled training images is an error."""
+    from harness.data.coco import load_split, present_splits
+
+    kind, label = oracle
+    spec: dict[str, Any] = {"source": kind == "source_and_target"}
+    deg = next((d for d in cfg.degradations if d.label == label), None)
+    if deg is not None:
+        spec.update(degradation=registry.create("degradation", deg.name, deg.params).identity(),
+                    severities=deg.severities)
+        return spec, None
+    target = next(t for t in real if t["label"] == label)
+    folder = target["folder"]
+    labelled = "train" in present_splits(folder) and bool(load_split(folder, "train").get("annotations"))
+    if not labelled:
+        raise HarnessError(f"{cfg.path}: segmenter '{seg.label}': train_on.{kind}: target '{label}' has no labelled "
+                           f"training images ({folder} has no annotated train split: prepared with --test-fraction 1, "
+                           "or a pool only); an oracle needs them")
+    if not isinstance(cfg.dataset, dict):
+        from harness.stages import category_map
+
+        try:
+            category_map(Path(cfg.dataset), folder, "train")
+        except HarnessError as exc:
+            raise HarnessError(f"{cfg.path}: segmenter '{seg.label}': train_on.{kind}: {exc}") from None
+    spec["split"] = "train"
+    return spec, target["key"]
 
 
 def _init_source(p: Plan, init: str, config_path: Path) -> str:

@@ -136,7 +136,10 @@ def _generate(stage: Stage, ctx: Context, out: Path) -> None:
 def _trainset(stage: Stage, ctx: Context, out: Path) -> None:
     """A training split for a training-side baseline (see ``harness.matrix._trainset``): ``train.json`` plus
     its images, the clean ones first, then one degraded copy per augmenting degradation (severity drawn per
-    image), everything passed through the adapter if one is given. Copies keep their originals' annotations."""
+    image), everything passed through the adapter if one is given. Copies keep their originals' annotations.
+    An oracle's (spec ``oracle``) holds the target's training images instead, after the clean ones for
+    oracle-ST: the source's degraded by a synthetic target (severity drawn per image, as augmentation does), or
+    a real target's labelled train split with its categories renumbered to the source's by name."""
     from harness.data.coco import load_split, write_json_atomic
     from harness.degrade import degrade_image
     from harness.imageio import map_images
@@ -144,12 +147,22 @@ def _trainset(stage: Stage, ctx: Context, out: Path) -> None:
     spec = stage.spec
     data = ctx.location(stage.inputs["data"])
     coco = load_split(data, spec["split"])
-    by_image: dict[Any, list] = {}
-    for ann in coco["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
-    variants: list[tuple[str, Any, list[int]]] = [("clean", None, [0])]
+    oracle = spec.get("oracle")
+    # (name, images folder, its COCO split, degradation plugin or None, severities)
+    variants: list[tuple[str, Path, dict, Any, list[int]]] = []
+    if oracle is None or oracle["source"]:
+        variants.append(("clean", data, coco, None, [0]))
+    if oracle is not None and "degradation" in oracle:
+        variants.append((f"target-{oracle['degradation']['name']}", data, coco,
+                         _plugin("degradation", oracle["degradation"]), oracle["severities"]))
+    elif oracle is not None:
+        target = ctx.location(stage.inputs["target"])
+        ids = {t: s for s, t in category_map(data, target, oracle["split"]).items()}
+        theirs = load_split(target, oracle["split"])
+        theirs["annotations"] = [{**a, "category_id": ids[a["category_id"]]} for a in theirs["annotations"]]
+        variants.append(("target", target, theirs, None, [0]))
     for i, aug in enumerate(spec["augment"]):
-        variants.append((f"aug{i}-{aug['degradation']['name']}", _plugin("degradation", aug["degradation"]),
+        variants.append((f"aug{i}-{aug['degradation']['name']}", data, coco, _plugin("degradation", aug["degradation"]),
                          aug["severities"]))
     adapter = None
     if spec["adapter"]:
@@ -163,21 +176,24 @@ def _trainset(stage: Stage, ctx: Context, out: Path) -> None:
                    for im, p, pick in zip(ims, paths, picks)]
         return adapter.adapt_batch(ims) if adapter else ims
 
-    originals = sorted(coco["images"], key=lambda im: im["id"])
-    stride = max((im["id"] for im in originals), default=0) + 1
-    images, annotations = [], []
-    for v, (name, plugin, severities) in enumerate(variants):
-        map_images([(data / img["file_name"], out / f"images/{name}/{img['file_name']}") for img in originals],
+    images, annotations, offset = [], [], 0
+    for name, folder, split, plugin, severities in variants:
+        by_image: dict[Any, list] = {}
+        for ann in split["annotations"]:
+            by_image.setdefault(ann["image_id"], []).append(ann)
+        originals = sorted(split["images"], key=lambda im: im["id"])
+        map_images([(folder / img["file_name"], out / f"images/{name}/{img['file_name']}") for img in originals],
                    lambda ims, paths, n=name, pl=plugin, sv=severities: transform(ims, paths, n, pl, sv),
                    f"trainset {name}", chunk=ADAPT_CHUNK, progress=ctx.progress)
         for img in originals:
-            new_id = v * stride + img["id"]
+            new_id = offset + img["id"]
             images.append({**img, "id": new_id, "file_name": f"images/{name}/{img['file_name']}"})
             annotations += [{**a, "image_id": new_id} for a in by_image.get(img["id"], [])]
+        offset += max((im["id"] for im in originals), default=0) + 1
     for i, ann in enumerate(annotations, 1):
         ann["id"] = i
     write_json_atomic(out / f"{spec['split']}.json", {**coco, "images": images, "annotations": annotations})
-    write_json_atomic(out / "trainset.json", {"variants": [n for n, _, _ in variants], "images": len(images),
+    write_json_atomic(out / "trainset.json", {"variants": [v[0] for v in variants], "images": len(images),
                                               "adapter": spec["adapter"]["name"] if spec["adapter"] else None})
 
 

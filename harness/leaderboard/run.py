@@ -15,7 +15,7 @@ import pandas as pd
 from harness.errors import HarnessError
 from harness.leaderboard.format import segmenter_label, setting_label
 from harness.leaderboard.schema import (BASELINE_COLUMNS, BASELINES, COCO_METRICS, FIDELITY, FIDELITY_METRICS,
-                                        IDENTITY, IOU_ORDER, KEY, PLOTS_MANIFEST, RESULT_COLUMNS, ROW, SETTING,
+                                        GAP, GAP_COLUMNS, IDENTITY, IOU_ORDER, KEY, PLOTS_MANIFEST, RESULT_COLUMNS, ROW, SETTING,
                                         SIGNIFICANCE, SIGNIFICANCE_COLUMNS, SIGNIFICANCE_KEY)
 
 
@@ -31,6 +31,8 @@ class Run:
     plots: list[tuple[Path, str]] = field(default_factory=list)
     #: baselines.csv rows (None: no such file)
     baselines: pd.DataFrame | None = None
+    #: gap.csv rows (None: no such file, i.e. no oracle-T or no report yet)
+    gap: pd.DataFrame | None = None
 
     @property
     def seeds(self) -> list[int]:
@@ -73,7 +75,8 @@ def load_run(run_dir: str | Path) -> Run:
     results = _drop_rows_of_unfinished(results, cells, notices)
     significance = _load_significance(run_dir / SIGNIFICANCE, cells, notices)
     plots = _load_plots(run_dir, notices)
-    return Run(meta, cells, results, notices, significance, plots, _load_baselines(run_dir / BASELINES))
+    return Run(meta, cells, results, notices, significance, plots, _load_baselines(run_dir / BASELINES),
+               _load_gap(run_dir / GAP))
 
 
 def merge(runs: list[Run]) -> Run:
@@ -96,8 +99,10 @@ def merge(runs: list[Run]) -> Run:
     baselines = [r.baselines for r in runs if r.baselines is not None]
     targets = {label: info for r in runs for label, info in (r.meta.get("targets") or {}).items()}
     meta = {"name": " + ".join(str(r.meta.get("name")) for r in runs), **({"targets": targets} if targets else {})}
+    gaps = [r.gap for r in runs if r.gap is not None]
     return Run(meta, cells, results, notices, significance,
-               plots, pd.concat(baselines, ignore_index=True) if baselines else None)
+               plots, pd.concat(baselines, ignore_index=True) if baselines else None,
+               pd.concat(gaps, ignore_index=True) if gaps else None)
 
 
 def iou_types(run: Run) -> list[str]:
@@ -281,6 +286,36 @@ def _load_significance(path: Path, cells: pd.DataFrame, notices: list[str]) -> p
 
 def _load_baselines(path: Path) -> pd.DataFrame | None:
     return _read_report_csv(path, BASELINE_COLUMNS, _INTERVAL_NUMBERS + [("value", float), ("reference", float)])
+
+
+def _load_gap(path: Path) -> pd.DataFrame | None:
+    """gap.csv, checked: its columns, and numbers where a gap closed is shown (nan elsewhere is its reason)."""
+    if not path.is_file():
+        return None
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise HarnessError(f"{path}: empty (expected a header with {', '.join(GAP_COLUMNS)})") from None
+    missing = [c for c in GAP_COLUMNS if c not in df.columns]
+    if missing:
+        raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
+    df = df[GAP_COLUMNS].astype(object).reset_index(drop=True)
+    for col in ("severity", "value", "reference", "oracle_value", "gain", "span", "span_lo", "span_hi", "gap_closed",
+                "lo", "hi"):
+        df[col] = numeric(df[col], path, col, float, allow_empty=True)
+    for col in ("seeds", "resamples"):
+        df[col] = numeric(df[col], path, col, int)
+    flags = []
+    for i, raw in enumerate(df["shown"]):
+        text = str(raw).strip().lower()
+        if text not in ("true", "false"):
+            raise HarnessError(f"{path}: row {i + 2}: shown {str(raw)!r} is not True or False")
+        flags.append(text == "true")
+    df["shown"] = flags
+    bad = df.index[df["shown"] & ~np.isfinite(df["gap_closed"].astype(float))]
+    if len(bad):
+        raise HarnessError(f"{path}: row {bad[0] + 2}: gap_closed shown but not a finite number")
+    return df
 
 
 def _load_plots(run_dir: Path, notices: list[str]) -> list[tuple[Path, str]]:

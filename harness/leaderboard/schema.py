@@ -23,5 +23,10 @@ SIGNIFICANCE_COLUMNS = ["segmenter", "profile", "adapter", "degradation", "sever
 BASELINES = "baselines.csv"
 BASELINE_COLUMNS = [*SIGNIFICANCE_COLUMNS[:3], "reference_segmenter", "reference_adapter", *SIGNIFICANCE_COLUMNS[3:],
                     "value", "reference"]
+#: written by `harness report` when a run has an oracle-T: every method row's gap closed, see report.build.gaps
+GAP = "gap.csv"
+GAP_COLUMNS = ["segmenter", "profile", "adapter", "degradation", "severity", "iou_type", "metric", "seeds", "oracle",
+               "reference_segmenter", "reference_adapter", "value", "reference", "oracle_value", "gain", "span",
+               "span_lo", "span_hi", "gap_closed", "lo", "hi", "resamples", "shown", "reason"]
 SIGNIFICANCE_KEY = [*ROW, *SETTING, "iou_type", "metric"]
 PLOTS_MANIFEST = Path("plots") / "manifest.json"

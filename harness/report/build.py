@@ -2,6 +2,8 @@
 
 - ``significance.csv`` (in the run folder): for every adapter cell, the paired bootstrap over test images of
   its AP minus identity's on the same images (same segmenter, setting and seeds);
+- ``gap.csv`` (when the run has an oracle-T): every method row's gap closed, (method − source-only) /
+  (oracle-T − source-only), with its paired bootstrap interval (see ``gaps``);
 - ``plots/``: adaptation bars, AP vs severity, PSNR vs AP gain, qualitative panels and failure cases, listed in
   ``plots/manifest.json`` so the leaderboard links them;
 - the leaderboard markdown, rendered with both.
@@ -17,12 +19,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness.cache import Store
 from harness.data.coco import first_images, load_split, write_json_atomic
 from harness.errors import HarnessError
 from harness.hashing import seed_from
+from harness.leaderboard.schema import GAP_COLUMNS
 
 IDENTITY = "identity"
 SIGNIFICANCE_COLUMNS = ["segmenter", "profile", "adapter", "degradation", "severity", "iou_type", "metric", "seeds",
@@ -200,6 +204,124 @@ def baselines(view: RunView, resamples: int = 1000, iou_types=("bbox", "segm"), 
     return pd.DataFrame(rows, columns=BASELINE_COLUMNS)
 
 
+#: the least lower bound of the (oracle-T − source-only) interval, in AP (0-1), for a gap closed to be shown
+MIN_SPAN = 0.01
+
+
+def gap_closed(gt: dict, triples: list[tuple[Any, Any, Any]], iou_type: str, metric: str = "AP",
+               resamples: int = 1000, seed: int = 0, level: float = 0.95, min_span: float = MIN_SPAN) -> dict:
+    """Gap closed = (method − source-only) / (oracle-T − source-only) in %, from one (method, source-only,
+    oracle-T) triple of predictions or `Matched` per training seed. Every quantity is the mean over seeds
+    under the same image resamples, so the ratio's interval comes from the very resamples that give the
+    oracle span's; the ratio is ``shown`` only where the span's lower bound is at least ``min_span``."""
+    from harness.evaluation.bootstrap import Matched, ap_from_weights_many, match, resample_counts
+
+    sets = [x if isinstance(x, Matched) else match(gt, x, iou_type) for triple in triples for x in triple]
+    n = sets[0].n_images
+    counts = resample_counts(n, int(resamples), int(seed))
+    ones = np.ones((1, n))
+    full = np.array([ap_from_weights_many(m, ones, metric)[0] for m in sets]).reshape(-1, 3).mean(axis=0)
+    drawn = np.mean([[ap_from_weights_many(m, counts, metric) for m in sets[i:i + 3]]
+                     for i in range(0, len(sets), 3)], axis=0)
+    gain_r, span_r = drawn[0] - drawn[1], drawn[2] - drawn[1]
+    q = [50 * (1 - level), 50 * (1 + level)]
+
+    def interval(values: np.ndarray) -> tuple[float, float]:
+        finite = values[np.isfinite(values)]
+        return tuple(float(v) for v in np.percentile(finite, q)) if finite.size else (float("nan"),) * 2
+
+    value, reference, oracle = (float(v) for v in full)
+    gain, span = value - reference, oracle - reference
+    span_lo, span_hi = interval(span_r)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo, hi = interval(np.where(span_r != 0, 100 * gain_r / span_r, np.nan))
+    shown = bool(np.isfinite(span_lo) and span_lo >= min_span)
+    reason = "" if shown else (f"oracle-T − source-only interval starts at {100 * span_lo:+.1f} AP, below "
+                               f"{100 * min_span:g}" if np.isfinite(span_lo) else "no oracle-T − source-only interval")
+    return {"value": value, "reference": reference, "oracle_value": oracle, "gain": gain, "span": span,
+            "span_lo": span_lo, "span_hi": span_hi, "gap_closed": 100 * gain / span if span else float("nan"),
+            "lo": lo, "hi": hi, "resamples": int(resamples), "seeds": len(triples), "shown": shown,
+            "reason": reason}
+
+
+def gap_rows(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the gap-closed table compares, one entry per oracle-T: its target, the model it measures the way
+    from (``base``: the plain segmenter it was fine-tuned from or trained like), and its ``control``.
+
+    Pre-processing rows (``base`` with an adapter) are read against ``base`` + identity; training-side rows
+    (entries fine-tuned from or trained like ``base``, oracle-ST included) against the control fine-tune +
+    identity when they are fine-tunes, against ``base`` + identity when trained from scratch."""
+    from harness.config import oracle_of
+
+    segs = config.get("segmenters", [])
+    plain = [s for s in segs if not s.get("train_on") and not isinstance(s.get("init"), dict)]
+
+    def base(s: dict) -> str | None:
+        if isinstance(s.get("init"), dict):
+            return s["init"]["segmenter"]
+        if not s.get("train_on"):
+            return s["label"]
+        same = [p for p in plain if (p["name"], p.get("profile")) == (s["name"], s.get("profile"))]
+        return same[0]["label"] if same else None
+
+    out = []
+    for s in segs:
+        oracle = oracle_of(s)
+        if oracle is None or oracle[0] != "target" or base(s) is None:
+            continue
+        control = (s.get("train_on") or {}).get("control")
+        others = [o for o in segs if o["label"] not in (s["label"], control, base(s)) and base(o) == base(s)]
+        out.append({"oracle": s["label"], "target": oracle[1], "base": base(s), "control": control,
+                    "training_side": [(o["label"], isinstance(o.get("init"), dict)) for o in others]})
+    return out
+
+
+def gaps(view: RunView, resamples: int = 1000, iou_types=("bbox", "segm"), metric: str = "AP",
+         progress: bool = True) -> pd.DataFrame:
+    """``gap.csv``: the gap closed of every method row in every setting of a target that has an oracle-T."""
+    from tqdm import tqdm
+
+    plans = gap_rows(view.meta.get("config", {}))
+    if not plans:
+        return pd.DataFrame(columns=GAP_COLUMNS)
+    cells: dict[tuple, dict[int, dict]] = defaultdict(dict)
+    for c in view.cells:
+        cells[(c["segmenter"], c["adapter"], c["degradation"], c["severity"])][int(c["seed"])] = c
+    profile_of = {c["segmenter"]: c["profile"] for c in view.cells}
+    jobs = []
+    for plan in plans:
+        settings = sorted({(deg, sev) for (_, _, deg, sev) in cells if deg == plan["target"]}, key=str)
+        for deg, sev in settings:
+            for (seg, ad, d, sv) in sorted(cells, key=str):
+                if (d, sv) != (deg, sev):
+                    continue
+                if seg == plan["base"] and ad != IDENTITY:
+                    ref = plan["base"]
+                else:
+                    side = dict(plan["training_side"])
+                    if seg not in side:
+                        continue
+                    ref = plan["control"] if side[seg] else plan["base"]
+                    if ref is None:
+                        continue  # a fine-tune without a control: nothing fair to measure it from
+                jobs.append((plan, seg, ad, ref, deg, sev))
+    rows = []
+    for plan, seg, ad, ref, deg, sev in tqdm(jobs, desc="gap closed", unit="row", disable=not progress):
+        m, b, o = (cells.get((s, a, deg, sev), {}) for s, a in ((seg, ad), (ref, IDENTITY), (plan["oracle"], IDENTITY)))
+        common = sorted(set(m) & set(b) & set(o))
+        for iou in iou_types:
+            triples = [(view.matched(m[s], iou), view.matched(b[s], iou), view.matched(o[s], iou)) for s in common]
+            triples = [t for t in triples if all(x is not None for x in t)]
+            if not triples:
+                continue
+            res = gap_closed(view.gt, triples, iou, metric, resamples,
+                             seed_from("gap", seg, ad, ref, plan["oracle"], deg, sev, iou, metric))
+            rows.append({"segmenter": seg, "profile": profile_of.get(seg), "adapter": ad, "degradation": deg,
+                         "severity": sev, "iou_type": iou, "metric": metric, "oracle": plan["oracle"],
+                         "reference_segmenter": ref, "reference_adapter": IDENTITY, **res})
+    return pd.DataFrame(rows, columns=GAP_COLUMNS)
+
+
 def _headline(cells: list[dict]) -> tuple[str, float] | None:
     """The setting the qualitative panels show: domain_b s3 if run (the seed report's domain B), else the
     degraded setting with the most adapters, then the mid severity."""
@@ -327,6 +449,11 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None, lead
             (run_dir / "baselines.csv").unlink(missing_ok=True)
         else:
             _write_csv(base, run_dir / "baselines.csv")
+        gap = gaps(view, resamples=resamples, progress=progress)
+        if gap.empty:
+            (run_dir / "gap.csv").unlink(missing_ok=True)
+        else:
+            _write_csv(gap, run_dir / "gap.csv")
         results = tables.load_run(run_dir).results
         made = plots(view, results, target, examples=examples)
         manifest = [{"file": os.path.relpath(target / m["file"], run_dir), "title": m["title"]} for m in made]

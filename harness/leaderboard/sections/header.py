@@ -34,6 +34,7 @@ def provenance(run: Run) -> list[str]:
         f"- **Config hash:** `{esc(meta.get('config_hash', 'unknown'))}`",
         f"- **Dataset:** {esc(dataset.get('name', 'unknown'))} (fingerprint `{fingerprint}`)",
         *targets(meta),
+        *oracles(meta),
         f"- **Profile(s):** {esc(', '.join(profiles) or 'unknown')}",
         f"- **Versions:** {esc(', '.join(f'{k} {versions[k]}' for k in names) or 'unknown')}",
         f"- **Created:** {esc(meta.get('created') or 'unknown')}",
@@ -57,4 +58,26 @@ def targets(meta: dict) -> list[str]:
         out.append(f"- **Target {esc(label)}:** {esc(info.get('name', 'unknown'))} (fingerprint "
                    f"`{esc(info.get('fingerprint', 'unknown'))}`), {info.get('evaluated', '?')}{of} labelled "
                    f"{esc(info.get('split', 'test'))} images evaluated; {pool_text}")
+    return out
+
+
+def oracles(meta: dict) -> list[str]:
+    """One line per oracle entry: which target it learnt, and the recipe (profile, init, params) it shares."""
+    from harness.config import oracle_of
+
+    out = []
+    for seg in (meta.get("config") or {}).get("segmenters", []):
+        oracle = oracle_of(seg) if isinstance(seg, dict) else None
+        if oracle is None:
+            continue
+        kind = ("oracle-T: the target's labelled training images" if oracle[0] == "target"
+                else "oracle-ST: the source's and the target's labelled training images")
+        init = seg.get("init")
+        init_text = (f"fine-tuned from segmenter {esc(init['segmenter'])}" if isinstance(init, dict)
+                     else f"init {esc(init)}" if init else "trained from scratch")
+        params = ", ".join(f"{k}={v}" for k, v in sorted((seg.get("params") or {}).items())) or "default params"
+        control = (seg.get("train_on") or {}).get("control")
+        out.append(f"- **Oracle {esc(seg['label'])}:** {kind} of target {esc(oracle[1])}; profile "
+                   f"{esc(seg.get('profile', '?'))}, {init_text}, {esc(params)}"
+                   + (f"; control {esc(control)}" if control else ""))
     return out
