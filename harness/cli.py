@@ -160,6 +160,20 @@ def cmd_degrade(args) -> int:
     return 0
 
 
+def cmd_degrade_estimate(args) -> int:
+    from harness.estimate import entry, estimate, report
+
+    est = estimate(args.images_dir, reference=args.reference, reference_images=args.reference_images,
+                   limit=args.limit, seed=args.seed)
+    print(report(est))
+    header = (f"# harness degrade estimate {args.images_dir} (reference: {est.reference}): a `degradations` entry;\n"
+              "# paste it into a matrix's degradations or a segmenter's train_on: {augment: [...]}\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(header + yaml.safe_dump(entry(est, args.label), sort_keys=False))
+    print(f"twin -> {args.out}")
+    return 0
+
+
 def cmd_train_segmenter(args) -> int:
     reg = _registry(args)
     plugin = reg.create("segmenter", args.name,
@@ -385,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the full dataset.json record, not the summary")
     s.set_defaults(func=cmd_data_generate)
 
-    s = sub.add_parser("degrade", help="apply a degradation plugin to a folder of images")
+    s = sub.add_parser("degrade", help="apply a degradation plugin to a folder of images",
+                       epilog="harness degrade estimate IMAGES_DIR --out twin.yaml: estimate a twin degradation "
+                              "from unlabelled images (harness degrade estimate --help)")
     s.add_argument("name")
     s.add_argument("in_dir")
     s.add_argument("out_dir")
@@ -395,6 +411,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--param", action="append", metavar="KEY=VALUE")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_degrade)
+    # `harness degrade estimate ...` (main routes it here: `degrade` takes a plugin name first)
+    s = sub.add_parser("degrade-estimate", help="(harness degrade estimate) estimate a twin degradation from images")
+    s.prog = "harness degrade estimate"
+    s.add_argument("images_dir", metavar="IMAGES_DIR", help="unlabelled target images (at least 8, all grey or all colour)")
+    s.add_argument("--out", required=True, help="YAML file for the twin degradation entry")
+    s.add_argument("--reference", help="source-domain train/val images the twin will degrade (default: synthetic)")
+    s.add_argument("--reference-images", type=int, default=24, help="reference images the twin is simulated on")
+    s.add_argument("--limit", type=int, help="use only the first N images of IMAGES_DIR")
+    s.add_argument("--label", default="twin", help="label of the entry")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_degrade_estimate)
 
     train = sub.add_parser("train", help="train a plugin").add_subparsers(dest="train_cmd", required=True)
     s = train.add_parser("segmenter")
@@ -517,6 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i in range(len(argv) - 1):
+        if argv[i] == "degrade" and argv[i + 1] == "estimate":
+            argv[i:i + 2] = ["degrade-estimate"]
+            break
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

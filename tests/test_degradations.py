@@ -204,15 +204,16 @@ def test_docstring_table_matches_levels(cls):
     assert cls().levels == cls.levels
 
 
-def test_registration_hook_registers_the_four_and_the_corruptions():
+def test_registration_hook_registers_the_four_the_twin_and_the_corruptions():
     from plugins.degradations.corruptions import BENCHMARK, CORRUPTIONS, HELD_OUT
+    from plugins.degradations.twin import Twin
 
     got = []
     builtin.harness_register_degradations(register=got.append)
-    assert got == PLUGINS + list(CORRUPTIONS)
+    assert got == PLUGINS + [Twin] + list(CORRUPTIONS)
     reg = Registry(strict=True)
     reg.add(builtin, origin="builtin")
-    assert reg.names("degradation") == sorted(ids + list(BENCHMARK) + list(HELD_OUT))
+    assert reg.names("degradation") == sorted(ids + ["twin"] + list(BENCHMARK) + list(HELD_OUT))
 
 
 def _write_inputs(folder: Path) -> list[str]:

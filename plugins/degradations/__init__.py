@@ -5,8 +5,9 @@ from plugins.degradations.chain import DomainB
 from plugins.degradations.corruptions import CORRUPTIONS
 from plugins.degradations.jpeg import Jpeg
 from plugins.degradations.noise import GaussianNoise
+from plugins.degradations.twin import Twin
 
-__all__ = ["GaussianNoise", "MotionBlur", "Jpeg", "DomainB"]
+__all__ = ["GaussianNoise", "MotionBlur", "Jpeg", "DomainB", "Twin"]
 
 
 @hookimpl
@@ -15,5 +16,6 @@ def harness_register_degradations(register):
     register(MotionBlur)
     register(Jpeg)
     register(DomainB)
+    register(Twin)
     for cls in CORRUPTIONS:
         register(cls)
