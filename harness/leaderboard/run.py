@@ -219,8 +219,8 @@ def _drop_rows_of_unfinished(results: pd.DataFrame, cells: pd.DataFrame, notices
     return results[~stale].reset_index(drop=True)
 
 
-def _read_report_csv(path: Path, columns: list[str], numbers: list[tuple[str, type]]) -> pd.DataFrame | None:
-    """A table `harness report` wrote, checked: its columns, finite numbers, True/False flags, lo <= hi."""
+def _report_table(path: Path, columns: list[str]) -> pd.DataFrame | None:
+    """A CSV `harness report` wrote, as text, with exactly ``columns`` (None when the file is absent)."""
     if not path.is_file():
         return None
     try:
@@ -230,7 +230,24 @@ def _read_report_csv(path: Path, columns: list[str], numbers: list[tuple[str, ty
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
-    df = df[columns].astype(object).reset_index(drop=True)
+    return df[columns].astype(object).reset_index(drop=True)
+
+
+def _flags(df: pd.DataFrame, col: str, path: Path) -> list[bool]:
+    flags = []
+    for i, raw in enumerate(df[col]):
+        text = str(raw).strip().lower()
+        if text not in ("true", "false"):
+            raise HarnessError(f"{path}: row {i + 2}: {col} {str(raw)!r} is not True or False")
+        flags.append(text == "true")
+    return flags
+
+
+def _read_report_csv(path: Path, columns: list[str], numbers: list[tuple[str, type]]) -> pd.DataFrame | None:
+    """A table `harness report` wrote, checked: its columns, finite numbers, True/False flags, lo <= hi."""
+    df = _report_table(path, columns)
+    if df is None:
+        return None
     for col in ["segmenter", "profile", "adapter", "degradation", "iou_type", "metric"]:
         df[col] = df[col].astype(str)
     for col, kind in numbers:
@@ -238,13 +255,7 @@ def _read_report_csv(path: Path, columns: list[str], numbers: list[tuple[str, ty
         bad = [i for i, v in enumerate(df[col]) if not math.isfinite(v)]
         if bad:
             raise HarnessError(f"{path}: row {bad[0] + 2}: {col} {df[col].iloc[bad[0]]!r} is not a finite number")
-    flags = []
-    for i, raw in enumerate(df["significant"]):
-        text = str(raw).strip().lower()
-        if text not in ("true", "false"):
-            raise HarnessError(f"{path}: row {i + 2}: significant {str(raw)!r} is not True or False")
-        flags.append(text == "true")
-    df["significant"] = flags
+    df["significant"] = _flags(df, "significant", path)
     inverted = df.index[df["lo"] > df["hi"]]
     if len(inverted):
         raise HarnessError(f"{path}: row {inverted[0] + 2}: lo is greater than hi")
@@ -290,28 +301,15 @@ def _load_baselines(path: Path) -> pd.DataFrame | None:
 
 def _load_gap(path: Path) -> pd.DataFrame | None:
     """gap.csv, checked: its columns, and numbers where a gap closed is shown (nan elsewhere is its reason)."""
-    if not path.is_file():
+    df = _report_table(path, GAP_COLUMNS)
+    if df is None:
         return None
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise HarnessError(f"{path}: empty (expected a header with {', '.join(GAP_COLUMNS)})") from None
-    missing = [c for c in GAP_COLUMNS if c not in df.columns]
-    if missing:
-        raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
-    df = df[GAP_COLUMNS].astype(object).reset_index(drop=True)
     for col in ("severity", "value", "reference", "oracle_value", "gain", "span", "span_lo", "span_hi", "gap_closed",
                 "lo", "hi"):
         df[col] = numeric(df[col], path, col, float, allow_empty=True)
     for col in ("seeds", "resamples"):
         df[col] = numeric(df[col], path, col, int)
-    flags = []
-    for i, raw in enumerate(df["shown"]):
-        text = str(raw).strip().lower()
-        if text not in ("true", "false"):
-            raise HarnessError(f"{path}: row {i + 2}: shown {str(raw)!r} is not True or False")
-        flags.append(text == "true")
-    df["shown"] = flags
+    df["shown"] = _flags(df, "shown", path)
     bad = df.index[df["shown"] & ~np.isfinite(df["gap_closed"].astype(float))]
     if len(bad):
         raise HarnessError(f"{path}: row {bad[0] + 2}: gap_closed shown but not a finite number")
