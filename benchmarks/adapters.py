@@ -1,6 +1,7 @@
 """Prints adapter speed and fidelity figures (not a test: numbers depend on the machine).
 
-    python benchmarks/adapters.py [--images DIR] [--train DIR] [--n 20] [--adapters a,b] [--tune]
+    python benchmarks/adapters.py [--data DIR] [--split S] [--images DIR] [--train DIR] [--n 20]
+                                  [--adapters a,b] [--tune]
 
 For every registered adapter (or those named): images/s and s/img of ``adapt_batch`` on ``--n`` 200x200
 NEU-Seg test images degraded with ``domain_b`` severity 3 (the reference domain B), after one warm-up
@@ -11,16 +12,20 @@ networks (fit_data paired/unpaired: cyclegan, dncnn) are timed UNTRAINED at thei
 an adapter whose ``load(None)`` raises is fitted with its ``quick_params`` on a few images instead, and
 the note says so (that network is smaller than the default one, so its speed is not the default's).
 
-``--tune`` instead prints PSNR / SSIM of the classical denoisers over a grid of their parameters: how
-the defaults in plugins/adapters/classical.py were chosen.
+``--tune`` instead prints PSNR / SSIM of the classical denoisers over a grid of their parameters on
+``--n`` val images spread evenly over the split (NEU-Seg files are grouped by class): how the defaults in
+plugins/adapters/classical.py were chosen. Tuning is a selection, so it refuses the test split and any
+test image folder (``--split test``, ``--images .../images/test``): test figures must stay unseen.
 
-Images: ``--images`` or ~/data/neu-seg/images/test (prepared dataset), else
-/work/shared/datasets/neu-seg/images/test (release). Training images: ``--train`` or the sibling
-``train``/``training`` folder, else the test images themselves.
+Images: ``--images``, else ``<data>/images/<split>`` of the prepared dataset (``--data``, else
+~/data/neu-seg or /tmp/data/neu-seg), else the release's /work/shared/datasets/neu-seg/images/<split>
+(test, training). ``--split`` defaults to test for the speed table and val for ``--tune``. Training
+images: ``--train`` or the sibling ``train``/``training`` folder, else the images themselves.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import sys
@@ -38,14 +43,15 @@ from harness.imageio import list_images, read_image, write_image  # noqa: E402
 from harness.registry import default_registry  # noqa: E402
 from plugins.degradations import DomainB  # noqa: E402
 
-DEFAULT_IMAGES = [Path.home() / "data/neu-seg/images/test", Path("/work/shared/datasets/neu-seg/images/test")]
+DEFAULT_DATA = [Path.home() / "data/neu-seg", Path("/tmp/data/neu-seg")]
+RELEASE = Path("/work/shared/datasets/neu-seg")
 
 TUNE_GRID = {
     "nlm": [{"h": h} for h in (5, 7, 9, 12)],
     "bilateral": [{"d": d, "sigma_color": c, "sigma_space": s} for d in (7, 9, 11) for c in (30, 50) for s in (3, 5)],
     "median": [{"ksize": k} for k in (3, 5, 7)],
     "gaussian": [{"sigma": s} for s in (1.0, 1.5, 2.0, 2.5)],
-    "bm3d": [{"sigma": s, "stage": t} for t in ("all", "hard") for s in (10, 15, 20, 25)],
+    "bm3d": [{"sigma": s, "stage": t, "workers": 1} for t in ("all", "hard") for s in (10, 15, 20, 25)],
     "wavelet": [{"sigma": s, "wavelet": w} for w in ("db1", "db2", "sym4") for s in (None, 12, 16, 20, 25)],
     "tv": [{"weight": w} for w in (0.03, 0.05, 0.06, 0.08)],
 }
@@ -133,17 +139,60 @@ def tune(reg, names, clean, degraded) -> None:
             print(f"{name:<10} {str(params):<40} {psnr:6.2f} {ssim:.4f}  {per:.3f} s/img", flush=True)
 
 
-def main() -> None:
+def image_folder(data: str | None, split: str) -> Path:
+    """``<data>/images/<split>`` of the first prepared dataset that has it, else the release's folder."""
+    roots = [Path(data)] if data else [p for p in DEFAULT_DATA if (p / f"{split}.json").is_file()]
+    for root in roots:
+        if (root / "images" / split).is_dir():
+            return root / "images" / split
+    if data:
+        raise SystemExit(f"benchmarks/adapters.py: {Path(data) / 'images' / split} does not exist")
+    release = RELEASE / "images" / ("training" if split == "train" else split)
+    if not release.is_dir():
+        raise SystemExit(f"benchmarks/adapters.py: no '{split}' images: prepare NEU-Seg (harness data prepare "
+                         f"neu-seg) and pass --data, or pass --images")
+    return release
+
+
+def is_test_folder(folder: Path) -> bool:
+    """A folder named ``test``, or the folder a prepared dataset's test.json takes its images from."""
+    folder = folder.resolve()
+    if folder.name.lower() == "test":
+        return True
+    for root in folder.parents[:2]:
+        if (root / "test.json").is_file():
+            records = json.loads((root / "test.json").read_text()).get("images", [])
+            if any((root / r["file_name"]).resolve().parent == folder for r in records[:50]):
+                return True
+    return False
+
+
+def spread(paths: list[Path], n: int) -> list[Path]:
+    """``n`` paths evenly spaced over ``paths``, so that every class of a class-grouped folder is in."""
+    return paths if n >= len(paths) else [paths[i * len(paths) // n] for i in range(n)]
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", help="folder of test images (default: NEU-Seg test)")
+    ap.add_argument("--data", help="prepared dataset folder (default: ~/data/neu-seg, else /tmp/data/neu-seg)")
+    ap.add_argument("--split", choices=("train", "val", "test"),
+                    help="split whose images to use (default: test; val with --tune)")
+    ap.add_argument("--images", help="folder of images (default: <data>/images/<split>)")
     ap.add_argument("--train", help="folder of domain-A training images for fitting (default: sibling train)")
     ap.add_argument("--n", type=int, default=20, help="images per adapter")
     ap.add_argument("--fit-images", type=int, default=16)
     ap.add_argument("--adapters", help="comma-separated names (default: every registered adapter)")
     ap.add_argument("--tune", action="store_true", help="grid of classical denoiser params instead")
-    args = ap.parse_args()
-    folder = Path(args.images) if args.images else next((p for p in DEFAULT_IMAGES if p.is_dir()), DEFAULT_IMAGES[0])
-    paths = list_images(folder)[:args.n]
+    args = ap.parse_args(argv)
+    split = args.split or ("val" if args.tune else "test")
+    if args.tune and split == "test":
+        raise SystemExit("benchmarks/adapters.py: --tune refuses --split test: defaults are selected on val "
+                         "or train, never on test")
+    folder = Path(args.images) if args.images else image_folder(args.data, split)
+    if args.tune and is_test_folder(folder):
+        raise SystemExit(f"benchmarks/adapters.py: --tune refuses {folder}: it holds test images; tune on val "
+                         "or train images")
+    paths = spread(list_images(folder), args.n) if args.tune else list_images(folder)[:args.n]
     train_dir = Path(args.train) if args.train else next(
         (folder.parent / s for s in ("train", "training") if (folder.parent / s).is_dir()), folder)
     train = list_images(train_dir)

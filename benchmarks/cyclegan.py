@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from harness.hashing import seed_from  # noqa: E402
 from harness.imageio import list_images, read_image, write_image  # noqa: E402
 from plugins.adapters import cyclegan, dncnn  # noqa: E402
-from plugins.adapters.nets import ResnetGenerator, init_weights  # noqa: E402
+from plugins.adapters.nets import generator, init_weights  # noqa: E402
 from harness.checkpoints import save as save_atomic  # noqa: E402
 from plugins.adapters.training import to_uint8  # noqa: E402
 
@@ -59,7 +59,7 @@ def untrained_generator(profile: str, work: Path, device: str, batch: int) -> cy
     fit_dir = work / f"fit-{profile}"
     fit_dir.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed_from("bench", profile))
-    net = init_weights(ResnetGenerator(s["channels"], s["channels"], s["ngf"], s["n_blocks"]), generator=gen)
+    net = init_weights(generator(s), generator=gen)
     save_atomic(net.state_dict(), fit_dir / "generator.pt")
     (fit_dir / "model.json").write_text(json.dumps({"profile": s}))
     adapter.load(fit_dir)

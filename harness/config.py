@@ -25,11 +25,13 @@ KEYS: dict[str, tuple[Any, str]] = {
     "sample": (None, "evaluate a fixed random sample of N images of the split (chosen by file-name hash; part of every key)"),
     "fit_split": ("train", "split whose images trainable adapters fit on: clean ones as A, degraded ones as B"),
     "targets": (None, "list of target domains: degradation entries (synthetic) and {name, data, split, pool} (real)"),
+    "feature_gap": (True, "measure each cell's feature gap (KID, FD32) to the source val images in the segmenter's "
+                          "own features, captured while predicting (adds the features to every predict key)"),
 }
 #: keys whose default None means "not set", not "required"
 OPTIONAL = ("limit", "sample", "targets")
 #: keys added after the first release (see MatrixConfig.hash)
-LATER_KEYS = ("fit_split", "sample", "targets")
+LATER_KEYS = ("fit_split", "sample", "targets", "feature_gap")
 ENTRY_KEYS = {
     "segmenters": {"name", "label", "params", "profile", "init", "train_on", "adapters"},
     "adapters": {"name", "label", "params", "fit_on"},
@@ -90,6 +92,7 @@ class MatrixConfig:
     targets: list[RealTarget] | None = None
     #: how errors name each degradation (``targets[i]`` for the synthetic entries of ``targets``)
     degradation_names: list[str] | None = None
+    feature_gap: bool = True
 
     @property
     def hash(self) -> str:
@@ -105,7 +108,7 @@ class MatrixConfig:
             "adapters": [e.as_dict() for e in self.adapters],
             "degradations": [e.as_dict() for e in self.degradations],
             "seeds": self.seeds, "data_seed": self.data_seed, "limit": self.limit, "fit_split": self.fit_split,
-            "sample": self.sample,
+            "sample": self.sample, "feature_gap": self.feature_gap,
             **({} if self.targets is None else {"targets": [t.as_dict() for t in self.targets]}),
         }
 
@@ -150,7 +153,7 @@ def parse(raw: Any, path: Path, registry=None) -> MatrixConfig:
         limit=None if get("limit") is None else _int(get("limit"), path, "limit"),
         fit_split=str(get("fit_split")),
         sample=None if get("sample") is None else _positive(get("sample"), path, "sample"),
-        targets=real, degradation_names=names,
+        targets=real, degradation_names=names, feature_gap=_bool(get("feature_gap"), path, "feature_gap"),
     )
     _check_oracles(cfg)
     if registry is not None:
@@ -361,18 +364,28 @@ def _train_on(value: Any, where: str, path: Path) -> dict[str, Any]:
 
 def _fit_on(value: Any, where: str) -> dict[str, Any]:
     """One fixed degradation a trainable adapter fits on for every cell (a blind adapter), instead of each
-    cell's own degradation and severity."""
+    cell's own degradation and severity: at one ``severity``, or at several ``severities`` mixed in one fit."""
     if not isinstance(value, dict) or "name" not in value:
         raise HarnessError(f"{where}: expected a mapping with 'name' (a degradation) and 'severity'")
-    bad = sorted(set(value) - {"name", "params", "severity"})
+    bad = sorted(set(value) - {"name", "params", "severity", "severities"})
     if bad:
-        raise HarnessError(f"{where}: unknown key '{bad[0]}' (known: name, params, severity)")
+        raise HarnessError(f"{where}: unknown key '{bad[0]}' (known: name, params, severities, severity)")
     if not isinstance(value.get("params", {}), dict):
         raise HarnessError(f"{where}.params: expected a mapping")
+    out = {"name": str(value["name"]), "params": value.get("params") or {}}
+    if "severities" in value:
+        # several severities mixed in one fit, each B image's drawn per image (harness.stages.fit_severity)
+        if "severity" in value:
+            raise HarnessError(f"{where}: give 'severity' or 'severities', not both")
+        sevs = value["severities"]
+        if (not isinstance(sevs, list) or not sevs
+                or any(isinstance(s, bool) or not isinstance(s, int) for s in sevs) or len(set(sevs)) != len(sevs)):
+            raise HarnessError(f"{where}.severities: expected a non-empty list of distinct integers, got {sevs!r}")
+        return {**out, "severities": sorted(sevs)}
     severity = value.get("severity", 3)
     if isinstance(severity, bool) or not isinstance(severity, int):
         raise HarnessError(f"{where}.severity: expected an integer, got {severity!r}")
-    return {"name": str(value["name"]), "params": value.get("params") or {}, "severity": severity}
+    return {**out, "severity": severity}
 
 
 def check_plugins(cfg: MatrixConfig, registry) -> None:
@@ -397,8 +410,9 @@ def check_plugins(cfg: MatrixConfig, registry) -> None:
                     if not plugin.trainable:
                         raise HarnessError(f"fit_on: adapter '{entry.name}' is not trainable")
                     deg = registry.create("degradation", entry.fit_on["name"], entry.fit_on["params"])
-                    if entry.fit_on["severity"] not in deg.severities:
-                        raise HarnessError(f"fit_on.severity {entry.fit_on['severity']} not in {list(deg.severities)}")
+                    for sev in entry.fit_on.get("severities", [entry.fit_on.get("severity")]):
+                        if sev not in deg.severities:
+                            raise HarnessError(f"fit_on.severity {sev} not in {list(deg.severities)}")
             except HarnessError as exc:
                 raise HarnessError(f"{where}: {exc}") from None
 
@@ -432,6 +446,12 @@ def _check_segmenter(cfg: MatrixConfig, entry: Entry, registry) -> None:
 def _int(value: Any, path: Path, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise HarnessError(f"{path}: {key}: expected an integer, got {value!r}")
+    return value
+
+
+def _bool(value: Any, path: Path, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise HarnessError(f"{path}: {key}: expected true or false, got {value!r}")
     return value
 
 

@@ -46,6 +46,7 @@ STATS_IMAGES = 256
 SIGMAS = (0, 2, 4, 6, 9, 12, 16, 20, 25, 30, 40)
 LENGTHS = (1, 3, 5, 7, 11, 15)
 QUALITIES = (None, 90, 75, 60, 50, 40, 30, 25, 20, 15, 10, 6)
+#: calibrated, like the rest of the estimator, on NEU-Seg train/val only (benchmarks/twin.py)
 BLOCKY_MARGIN = 0.1
 #: libjpeg's standard luminance table (ITU T.81 Annex K), natural order
 STD_LUMA = np.array([

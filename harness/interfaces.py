@@ -14,6 +14,12 @@ import numpy as np
 from harness.errors import HarnessError
 
 
+#: what ``Plugin.budget`` may report of a training or fit (``budget.json`` in its stage folder): iterations done,
+#: the profile's own schedule (before any ``max_iters``-style override), samples per iteration, images seen
+#: (iterations x batch), the training crop or input side in px, training wall seconds, and the device it ran on
+BUDGET_KEYS = ("iterations", "schedule_iterations", "batch", "images_seen", "crop", "seconds", "device")
+
+
 class Plugin:
     kind: ClassVar[str] = "plugin"
     name: ClassVar[str] = ""
@@ -27,6 +33,11 @@ class Plugin:
     #: params added after a release: left out of the identity while at their default, so adding one keeps
     #: every cached result of the plugin valid
     later_params: ClassVar[tuple[str, ...]] = ()
+    #: which split the defaults were tuned on by looking at data, e.g. "NEU-Seg val (48 images)"; None = nothing
+    #: tuned. The leaderboard's provenance prints it, so that a reader sees whether a result saw test data
+    selected_on: ClassVar[str | None] = None
+    #: ``selected_on`` of earlier versions whose tuned defaults differed, by version: what their runs used
+    selected_before: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **params: Any):
         unknown = sorted(set(params) - set(self.params))
@@ -44,6 +55,12 @@ class Plugin:
     def runtime(self) -> dict[str, Any]:
         """The runtime params set away from their defaults: a stage carries them beside its key, not in it."""
         return {k: self.config[k] for k in self.runtime_params if self.config[k] != self.params[k]}
+
+    def budget(self, out_dir: Path) -> dict[str, Any] | None:
+        """Optional: what the ``train`` or ``fit`` that just filled ``out_dir`` cost, as any of ``BUDGET_KEYS``
+        (read from what it left there), for the leaderboard's budget table. The host writes it to ``budget.json``
+        beside it, taking ``seconds`` from the stage's own clock when absent; None (the default): seconds only."""
+        return None
 
 
 class Degradation(Plugin):
@@ -77,6 +94,9 @@ class Adapter(Plugin):
     fit_data: ClassVar[str] = "unpaired"
     #: parameters that make ``fit`` take seconds on tiny images: what contract tests and scaffolds use
     quick_params: ClassVar[dict[str, Any]] = {}
+    #: its fit optimises the segmenter's own features or loss (e.g. task-aware restoration): its feature gap is no
+    #: independent, label-free measure, so `harness report` flags it and never selects it by that gap
+    optimises_segmenter_features: ClassVar[bool] = False
 
     def fit(self, source: list[Path], target: list[Path], fit_dir: Path, seed: int, progress: bool = True) -> None:
         raise NotImplementedError(f"adapter '{self.name}' is not trainable")
@@ -100,6 +120,9 @@ class Segmenter(Plugin):
     profiles: ClassVar[dict[str, str]] = {}
     #: the checkpoint ``train`` leaves in its model folder, which another training can start from (``init``)
     model_file: ClassVar[str] = "model.pth"
+    #: ``predict`` takes ``features_out``: a path where it also writes each image's pooled backbone/FPN features
+    #: (``ids``, N x D ``features`` in an .npz), captured in the same pass: what a cell's feature gap compares
+    captures_features: ClassVar[bool] = False
 
     def check_profile(self, profile: str) -> None:
         if profile not in self.profiles:
@@ -117,9 +140,10 @@ class Segmenter(Plugin):
         raise NotImplementedError
 
     def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path,
-                progress: bool = True) -> None:
+                progress: bool = True, features_out: Path | None = None) -> None:
         """Write COCO results (``image_id``, ``category_id``, ``bbox``, ``score``, RLE ``segmentation``)
-        for ``images`` (COCO image records whose ``file_name`` is relative to ``image_root``)."""
+        for ``images`` (COCO image records whose ``file_name`` is relative to ``image_root``); with
+        ``features_out`` (only passed when ``captures_features``), also the images' pooled features."""
         raise NotImplementedError
 
 

@@ -57,10 +57,22 @@ class Plan:
     dataset: dict[str, Any] = field(default_factory=dict)
     #: real targets by label: what the provenance says of each (run.json ``targets``)
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: kind -> plugin name -> version of every plugin the config names (run.json ``plugins``: which defaults and
+    #: which tuning a run used, as the leaderboard's provenance says)
+    plugins: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: train/fit stage key -> the labels of each table row it belongs to (run.json ``budgets``)
+    trained: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def add(self, stage: Stage) -> str:
         self.stages.setdefault(stage.key, stage)
         return stage.key
+
+    def label(self, key: str, **labels: Any) -> str:
+        """Record that train or fit stage ``key`` serves the row ``labels`` (segmenter, adapter, fitted on...)."""
+        rows = self.trained.setdefault(key, [])
+        if labels not in rows:
+            rows.append(labels)
+        return key
 
     def upstream(self, *keys: str) -> list[str]:
         """All stages ``keys`` depend on, themselves included, in dependency order."""
@@ -100,6 +112,7 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
     view = {"split": cfg.split, "limit": cfg.limit}
     if cfg.sample:
         view["sample"] = cfg.sample
+    p.plugins = _versions_of(cfg, registry)
     deg_ids = {d.label: _identity(registry, d) for d in cfg.degradations if d.name != "none"}
     adapters = {a.label: registry.create(a.kind, a.name, a.params) for a in cfg.adapters}
     ad_ids = {label: plugin.identity() for label, plugin in adapters.items()}
@@ -113,6 +126,7 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
         seg_id = segmenter.identity()
         seg_runtime = {"segmenter": segmenter.runtime()}
         model_fp = segmenter.model_fingerprint(seg.profile)
+        features = _features(cfg, segmenter, p.context, data)
         train_data = _trainset(p, registry, seg, data, cfg, real) if seg.train_on else data
         for seed in cfg.seeds:
             train_inputs = {"data": train_data}
@@ -123,6 +137,13 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
             model = models[(seg.label, seed)] = p.add(Stage(
                 "train", {"segmenter": seg_id, "profile": seg.profile, "seed": seed, "model": model_fp}, train_inputs,
                 runtime=seg_runtime))
+            p.label(model, segmenter=seg.label, profile=seg.profile, adapter=None, fitted_on=_trained_on(seg),
+                    seed=seed)
+            reference = None
+            if features:
+                reference = p.add(Stage("predict", {"segmenter": seg_id, "split": "val", "limit": cfg.limit,
+                                                    **features}, {"data": data, "model": model, "images": data},
+                                        runtime=seg_runtime))
             for deg in cfg.degradations:
                 for severity in deg.severities:
                     if deg.name == "none":
@@ -138,21 +159,65 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
                         if ad.label in ad_fit:
                             adapt_inputs["fit"] = _fit_stage(p, registry, ad, ad_fit[ad.label], data, cfg, seed,
                                                              deg_ids.get(deg.label), severity)
+                            p.label(adapt_inputs["fit"], segmenter=None, profile=None, adapter=ad.label,
+                                    fitted_on=_fitted_on(p.stages[adapt_inputs["fit"]].spec, ad_fit[ad.label]),
+                                    seed=seed)
                         adapted = p.add(Stage("adapt", {"adapter": ad_ids[ad.label], **view}, adapt_inputs,
                                               runtime=ad_runtime[ad.label]))
-                        preds = p.add(Stage("predict", {"segmenter": seg_id, **view},
+                        preds = p.add(Stage("predict", {"segmenter": seg_id, **view, **features},
                                             {"data": data, "model": model, "images": adapted}, runtime=seg_runtime))
                         final = p.add(Stage("evaluate", dict(view), {"data": data, "predictions": preds}))
                         fidelity = p.add(Stage("fidelity", dict(view), {"data": data, "images": adapted}))
                         p.cells.append(Cell({"segmenter": seg.label, "profile": seg.profile, "adapter": ad.label,
                                              "degradation": deg.label if deg.name != "none" else "none",
-                                             "severity": severity, "seed": seed}, final, [fidelity],
+                                             "severity": severity, "seed": seed}, final,
+                                            [fidelity, *_gap(p, preds, reference)],
                                             stages={"train": model, "degrade": images if images != data else None,
                                                     "adapt": adapted, "predict": preds}))
             for target in real:
                 _plan_real_cells(p, cfg, registry, target, seg, seg_id, seg_runtime, model, seed, data, ad_ids,
-                                 ad_runtime, ad_fit)
+                                 ad_runtime, ad_fit, features, reference)
     return p
+
+
+def _versions_of(cfg: MatrixConfig, registry) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    entries = [*cfg.segmenters, *cfg.adapters, *cfg.degradations]
+    entries += [Entry("adapter", a["name"], a["name"]) for s in cfg.segmenters
+                for a in [(s.train_on or {}).get("adapter")] if a]
+    entries += [Entry("degradation", d["name"], d["name"]) for s in cfg.segmenters
+                for d in (s.train_on or {}).get("augment", [])]
+    for e in entries:
+        if e.kind == "degradation" and e.name == "none":
+            continue
+        out.setdefault(e.kind, {})[e.name] = str(registry.get(e.kind, e.name).version)
+    return {k: dict(sorted(v.items())) for k, v in out.items()}
+
+
+def _features(cfg: MatrixConfig, segmenter, ctx: Context, data: str) -> dict[str, str]:
+    """The predict spec's ``features`` entry when cells get a feature gap: the config asks for it, the segmenter
+    can capture features while predicting, and the source has a val split (the reference; test would make a
+    clean cell's gap 0 by construction). Empty otherwise, which leaves every predict key as it was."""
+    from harness.data.coco import present_splits
+    from harness.evaluation.featuregap import POOLING
+
+    if not cfg.feature_gap or not segmenter.captures_features:
+        return {}
+    if isinstance(cfg.dataset, dict):
+        has_val = int(cfg.dataset["params"].get("n_val", 20)) >= 2
+    else:
+        has_val = "val" in present_splits(ctx.sources[data])
+    return {"features": POOLING} if has_val else {}
+
+
+def _gap(p: Plan, preds: str, reference: str | None) -> list[str]:
+    """The cell's feature-gap stage (none without a reference)."""
+    if reference is None:
+        return []
+    from harness.evaluation.featuregap import PCA_DIMS, RESAMPLES
+
+    return [p.add(Stage("featuregap", {"resamples": RESAMPLES, "pca_dims": PCA_DIMS},
+                        {"features": preds, "reference": reference}))]
 
 
 def _real_target(p: Plan, cfg: MatrixConfig, target, data: str) -> dict[str, Any]:
@@ -207,7 +272,8 @@ def _real_target(p: Plan, cfg: MatrixConfig, target, data: str) -> dict[str, Any
 
 
 def _plan_real_cells(p: Plan, cfg: MatrixConfig, registry, target: dict[str, Any], seg: Entry, seg_id, seg_runtime,
-                     model: str, seed: int, data: str, ad_ids, ad_runtime, ad_fit) -> None:
+                     model: str, seed: int, data: str, ad_ids, ad_runtime, ad_fit, features: dict[str, str],
+                     reference: str | None) -> None:
     """The cells of one segmenter and seed on a real target: its labelled images are adapted as they are (no
     degradation), predictions are remapped to its category ids by name, and no fidelity is planned (there
     is no clean original). Recorded as degradation = the target's label, severity 0."""
@@ -218,13 +284,18 @@ def _plan_real_cells(p: Plan, cfg: MatrixConfig, registry, target: dict[str, Any
         adapt_inputs = {"data": tkey, "images": tkey}
         if ad.label in ad_fit:
             adapt_inputs["fit"] = _real_fit_stage(p, registry, ad, ad_fit[ad.label], data, cfg, seed, target)
+            fit = p.stages[adapt_inputs["fit"]]
+            p.label(fit.key, segmenter=None, profile=None, adapter=ad.label, seed=seed,
+                    fitted_on=f"{target['label']} pool" if "pool" in fit.inputs else _fitted_on(fit.spec,
+                                                                                               ad_fit[ad.label]))
         adapted = p.add(Stage("adapt", {"adapter": ad_ids[ad.label], **view}, adapt_inputs,
                               runtime=ad_runtime[ad.label]))
-        preds = p.add(Stage("predict", {"segmenter": seg_id, **view},
+        preds = p.add(Stage("predict", {"segmenter": seg_id, **view, **features},
                             {"data": tkey, "model": model, "images": adapted, "source": data}, runtime=seg_runtime))
         final = p.add(Stage("evaluate", dict(view), {"data": tkey, "predictions": preds}))
         p.cells.append(Cell({"segmenter": seg.label, "profile": seg.profile, "adapter": ad.label,
-                             "degradation": target["label"], "severity": 0, "seed": seed}, final, [],
+                             "degradation": target["label"], "severity": 0, "seed": seed}, final,
+                            _gap(p, preds, reference),
                             stages={"train": model, "degrade": None, "adapt": adapted, "predict": preds}))
 
 
@@ -252,11 +323,41 @@ def _fit_stage(p: Plan, registry, ad: Entry, fit_data: str, data: str, cfg: Matr
     plugin = registry.create(ad.kind, ad.name, ad.params)
     spec = {"adapter": plugin.identity(), "split": cfg.fit_split, "data_seed": cfg.data_seed, "seed": seed}
     if ad.fit_on is not None:
-        spec.update(degradation=registry.create("degradation", ad.fit_on["name"], ad.fit_on["params"]).identity(),
-                    severity=ad.fit_on["severity"])
+        spec["degradation"] = registry.create("degradation", ad.fit_on["name"], ad.fit_on["params"]).identity()
+        if "severities" in ad.fit_on:
+            spec["severities"] = ad.fit_on["severities"]
+        else:
+            spec["severity"] = ad.fit_on["severity"]
     elif fit_data != "source":
         spec.update(degradation=degradation, severity=severity)
     return p.add(Stage("fit", spec, {"data": data}, runtime={"adapter": plugin.runtime()}))
+
+
+def _fitted_on(spec: dict[str, Any], fit_data: str) -> str:
+    """What a fit stage learnt from, in words: its degradation and severity (or mixed severities), how A and B
+    were drawn from the training images, or the source alone."""
+    if fit_data == "source" or not spec.get("degradation"):
+        return f"{spec['split']} (source only)" if fit_data == "source" else f"{spec['split']} clean ({fit_data})"
+    name = spec["degradation"]["name"]
+    sevs = spec["severities"] if "severities" in spec else [spec["severity"]]
+    setting = f"{name} s{sevs[0]}" if len(sevs) == 1 else f"{name} s{'/'.join(map(str, sevs))} mixed"
+    return f"{setting} ({fit_data})"
+
+
+def _trained_on(seg: Entry) -> str:
+    """What a segmenter trained on, in words: the source's train split, or its training-side baseline."""
+    oracle = oracle_of(seg)
+    if oracle is not None:
+        what = f"target {oracle[1]} (train)" if oracle[0] == "target" else f"train + target {oracle[1]} (train)"
+    else:
+        parts = [f"+ {a['name']} s{'/'.join(map(str, a['severities']))}"
+                 for a in (seg.train_on or {}).get("augment", [])]
+        if (seg.train_on or {}).get("adapter"):
+            parts.append(f"through {seg.train_on['adapter']['name']}")
+        what = " ".join(["train", *parts])
+    if isinstance(seg.init, dict):
+        what += f", from {seg.init['segmenter']}"
+    return what
 
 
 def _trainset(p: Plan, registry, seg: Entry, data: str, cfg: MatrixConfig, real: list[dict[str, Any]]) -> str:
@@ -281,6 +382,8 @@ def _trainset(p: Plan, registry, seg: Entry, data: str, cfg: MatrixConfig, real:
         spec["adapter"] = plugin.identity()
         if plugin.trainable:
             inputs["fit"] = _fit_stage(p, registry, entry, plugin.fit_data, data, cfg, 0, None, 0)
+            p.label(inputs["fit"], segmenter=seg.label, profile=seg.profile, adapter=ad["name"], seed=0,
+                    fitted_on=_fitted_on(p.stages[inputs["fit"]].spec, plugin.fit_data))
     return p.add(Stage("trainset", spec, inputs, runtime={"adapter": plugin.runtime()} if ad else {}))
 
 
@@ -490,6 +593,11 @@ def _write_run(out: Path, cfg: MatrixConfig, p: Plan, cell_state: dict[str, dict
                 "cache": str(store.root), "stages": list(p.stages)}  # what `harness cache gc --keep` keeps
     if p.targets:
         run_info["targets"] = p.targets
+    if p.plugins:
+        run_info["plugins"] = p.plugins
+    budgets = _budgets(p, store)
+    if budgets:
+        run_info["budgets"] = budgets
     _atomic_text(out / "run.json", json.dumps(run_info, indent=1, default=str) + "\n")
     _atomic_text(out / "cells.jsonl", "".join(json.dumps(c, default=str) + "\n" for c in cells))
     buf = io.StringIO()
@@ -499,6 +607,23 @@ def _write_run(out: Path, cfg: MatrixConfig, p: Plan, cell_state: dict[str, dict
         writer.writerow({**r, "value": "" if r.get("value") is None else repr(float(r["value"]))})
     _atomic_text(out / "results.csv", buf.getvalue())
     return run_info
+
+
+def _budgets(p: Plan, store: Store) -> list[dict[str, Any]]:
+    """One entry per finished train or fit stage and row it serves: its labels and its ``budget.json`` (a stage
+    cached before budgets existed gives its seconds alone), so that the leaderboard needs no cache."""
+    from harness.stages import read_budget
+
+    out = []
+    for key, rows in p.trained.items():
+        kind = p.stages[key].kind
+        if not store.done(kind, key):
+            continue
+        budget = read_budget(store.path(kind, key))
+        if budget is None:
+            continue
+        out += [{"stage": key, "kind": kind, **labels, **budget} for labels in rows]
+    return out
 
 
 def _atomic_text(path: Path, text: str) -> None:

@@ -19,11 +19,14 @@ from harness.cache import Store
 from harness.errors import HarnessError
 from harness.hashing import seed_from, stable_hash
 
-KINDS = ("source", "dataset", "trainset", "train", "fit", "degrade", "adapt", "predict", "evaluate", "fidelity")
+KINDS = ("source", "dataset", "trainset", "train", "fit", "degrade", "adapt", "predict", "evaluate", "fidelity",
+         "featuregap")
 #: stages that resume from checkpoints in their scratch folder after an interruption
 RESUMABLE = ("train", "fit")
 #: images handed to ``Adapter.adapt_batch`` at once: networks batch them, the rest loop
 ADAPT_CHUNK = 16
+#: left in every train and fit stage folder (an extra file: no key depends on it), see ``write_budget``
+BUDGET_FILE = "budget.json"
 
 
 @dataclass
@@ -204,7 +207,49 @@ def _train(stage: Stage, ctx: Context, out: Path) -> None:
     if "init" in stage.inputs:
         key = stage.inputs["init"]
         init = ctx.sources.get(key) or str(ctx.location(key) / plugin.model_file)
+    start = time.perf_counter()
     plugin.train(ctx.location(stage.inputs["data"]), out, spec["profile"], spec["seed"], init)
+    write_budget(plugin, out, time.perf_counter() - start)
+
+
+def write_budget(plugin, out: Path, seconds: float) -> dict[str, Any]:
+    """``budget.json``: the plugin's ``budget(out)`` over ``BUDGET_KEYS`` (absent ones null), with the stage's
+    seconds when the plugin does not say and images seen as iterations x batch when it can be worked out."""
+    from harness.data.coco import write_json_atomic
+    from harness.interfaces import BUDGET_KEYS
+
+    given = plugin.budget(out) or {}
+    unknown = sorted(set(given) - set(BUDGET_KEYS))
+    if unknown:
+        raise HarnessError(f"{plugin.kind} '{plugin.name}': budget() gave unknown key '{unknown[0]}' "
+                           f"(known: {', '.join(BUDGET_KEYS)})")
+    budget = {k: given.get(k) for k in BUDGET_KEYS}
+    if budget["seconds"] is None:
+        budget["seconds"] = round(seconds, 1)
+    if budget["images_seen"] is None and budget["iterations"] is not None and budget["batch"] is not None:
+        budget["images_seen"] = int(budget["iterations"]) * int(budget["batch"])
+    write_json_atomic(out / BUDGET_FILE, budget, indent=1)
+    return budget
+
+
+def read_budget(folder: Path) -> dict[str, Any] | None:
+    """A finished train or fit stage's budget: its ``budget.json``, or for a stage cached before that file
+    existed, its ``seconds.txt`` alone (None when neither is there)."""
+    import json
+
+    from harness.interfaces import BUDGET_KEYS
+
+    path = Path(folder) / BUDGET_FILE
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise HarnessError(f"{path}: not valid JSON ({exc.msg})") from None
+        return {k: data.get(k) for k in BUDGET_KEYS}
+    seconds = Path(folder) / "seconds.txt"
+    if seconds.is_file():
+        return {**dict.fromkeys(BUDGET_KEYS), "seconds": round(float(seconds.read_text().strip()), 1)}
+    return None
 
 
 def _map_images(stage: Stage, ctx: Context, out: Path, fn, desc: str, chunk: int = 1) -> None:
@@ -242,6 +287,16 @@ def fit_sets(records: list[dict[str, Any]], fit_data: str, data_seed: int) -> tu
     return shuffled[0::2], shuffled[1::2]
 
 
+def fit_severity(spec: dict[str, Any], stem: str) -> int:
+    """The severity of one B image of a fit: the spec's ``severity``, or with ``severities`` (one blind fit over
+    several mixed) one drawn per image from a generator seeded by its stem and the data seed, as a trainset's
+    augmentation draws them, so the mix is the same on every machine and in every resume."""
+    if "severities" not in spec:
+        return int(spec["severity"])
+    pick = np.random.default_rng(seed_from("fit-severity", stem, spec["degradation"]["name"], spec["data_seed"]))
+    return int(pick.choice(spec["severities"]))
+
+
 def _fit(stage: Stage, ctx: Context, out: Path) -> None:
     """Fit an adapter on clean training images (A) and degraded ones (B) made by the cell's degradation, or,
     for a real target, on every training image (A) and the target's unlabelled pool (B)."""
@@ -253,11 +308,13 @@ def _fit(stage: Stage, ctx: Context, out: Path) -> None:
 
     spec = stage.spec
     plugin = _plugin("adapter", spec["adapter"], ctx, stage.runtime.get("adapter"))
+    start = time.perf_counter()
     if "pool" in stage.inputs:
         source = image_records(ctx.location(stage.inputs["data"]), spec["split"])
         target = image_records(ctx.location(stage.inputs["pool"]), POOL)
         plugin.fit([rec["path"] for rec in source], [rec["path"] for rec in target], out, spec["seed"],
                    progress=ctx.progress)
+        write_budget(plugin, out, time.perf_counter() - start)
         return
     source, target = fit_sets(image_records(ctx.location(stage.inputs["data"]), spec["split"]), plugin.fit_data,
                               spec["data_seed"])
@@ -267,14 +324,16 @@ def _fit(stage: Stage, ctx: Context, out: Path) -> None:
         degradation = _plugin("degradation", spec["degradation"])
         for rec in target:
             dest = scratch / rec["file_name"]
+            stem = Path(rec["file_name"]).stem
             if not dest.is_file():  # resuming: degraded images are a pure function of their inputs
-                write_image(dest, degrade_image(degradation, read_image(rec["path"]), Path(rec["file_name"]).stem,
-                                                spec["severity"], spec["data_seed"]))
+                write_image(dest, degrade_image(degradation, read_image(rec["path"]), stem,
+                                                fit_severity(spec, stem), spec["data_seed"]))
             target_paths.append(dest)
     else:
         target_paths = [rec["path"] for rec in target]
     plugin.fit([rec["path"] for rec in source], target_paths, out, spec["seed"], progress=ctx.progress)
     shutil.rmtree(scratch, ignore_errors=True)
+    write_budget(plugin, out, time.perf_counter() - start)
 
 
 def _adapt(stage: Stage, ctx: Context, out: Path) -> None:
@@ -289,8 +348,13 @@ def _predict(stage: Stage, ctx: Context, out: Path) -> None:
     """Predictions of the evaluated images; on a real target (input ``source``: the dataset the model learnt
     the classes of) remapped to the target's category ids by name, dropping classes it lacks."""
     plugin = _plugin("segmenter", stage.spec["segmenter"], ctx, stage.runtime.get("segmenter"))
+    extra = {}
+    if stage.spec.get("features"):
+        from harness.evaluation.featuregap import FEATURES_FILE
+
+        extra["features_out"] = out / FEATURES_FILE
     plugin.predict(ctx.location(stage.inputs["model"]), _records(ctx, stage), ctx.location(stage.inputs["images"]),
-                   out / "predictions.json", progress=ctx.progress)
+                   out / "predictions.json", progress=ctx.progress, **extra)
     if "source" in stage.inputs:
         from harness.data.coco import write_json_atomic
         from harness.evaluation.coco_eval import load_predictions
@@ -338,5 +402,17 @@ def _fidelity(stage: Stage, ctx: Context, out: Path) -> None:
     write_json_atomic(out / "metrics.json", rows)
 
 
+def _featuregap(stage: Stage, ctx: Context, out: Path) -> None:
+    """KID and FD32 of a cell's predict-stage features against the source-val reference predict stage's."""
+    from harness.data.coco import write_json_atomic
+    from harness.evaluation.featuregap import FEATURES_FILE, feature_gap, load_features
+
+    _, cell = load_features(ctx.location(stage.inputs["features"]) / FEATURES_FILE)
+    _, reference = load_features(ctx.location(stage.inputs["reference"]) / FEATURES_FILE)
+    rows = feature_gap(cell, reference, seed_from("featuregap", stage.inputs["features"], stage.inputs["reference"]),
+                       stage.spec["resamples"], stage.spec["pca_dims"])
+    write_json_atomic(out / "metrics.json", rows)
+
+
 RUNNERS = {"dataset": _generate, "trainset": _trainset, "train": _train, "fit": _fit, "degrade": _degrade, "adapt": _adapt,
-           "predict": _predict, "evaluate": _evaluate, "fidelity": _fidelity}
+           "predict": _predict, "evaluate": _evaluate, "fidelity": _fidelity, "featuregap": _featuregap}

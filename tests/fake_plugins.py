@@ -70,6 +70,26 @@ class ThresholdSegmenter(Segmenter):
         write_json_atomic(out_json, results)
 
 
+class FeatureThreshold(ThresholdSegmenter):
+    """``threshold`` that also writes image features while predicting (a grey-level histogram and the deviation's
+    quantiles): what the feature-gap stages need from a segmenter, without torch."""
+
+    name = "threshold-features"
+    captures_features = True
+
+    def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path,
+                progress: bool = True, features_out: Path | None = None) -> None:
+        super().predict(model_dir, images, image_root, out_json, progress)
+        if features_out is None:
+            return
+        rows = []
+        for rec in images:
+            image = read_image(Path(image_root) / rec["file_name"])
+            hist = np.histogram(_gray(image), bins=16, range=(0, 256))[0] / _gray(image).size
+            rows.append(np.concatenate([hist, np.quantile(_deviation(image), [0.5, 0.9, 0.99]) / 255]))
+        np.savez(features_out, ids=np.array([r["id"] for r in images]), features=np.array(rows, np.float32))
+
+
 class Smooth(Adapter):
     """Median filter: a cheap denoiser, so 'adapted' images really differ from the input."""
 
@@ -138,6 +158,7 @@ class MeanShift(Adapter):
 @hookimpl
 def harness_register_segmenters(register):
     register(ThresholdSegmenter)
+    register(FeatureThreshold)
 
 
 @hookimpl

@@ -1,5 +1,5 @@
 """Every resumable training gives the same bits whether it ran straight through or was SIGKILLed and resumed:
-both segmenters' ``train`` and the CycleGAN and DnCNN fits. Each is killed twice, at the start of an iteration
+both segmenters' ``train`` and the CycleGAN (ResNet and residual generators) and DnCNN fits. Each is killed twice, at the start of an iteration
 and then halfway through writing its next checkpoint, resumed to the end, and compared with an uninterrupted
 run tensor by tensor (``torch.equal``: weights and optimiser state), threads pinned to one."""
 from __future__ import annotations
@@ -32,6 +32,8 @@ PLANS = {
     "mmdet-finetune": ({"max_iters": 6, "threads": 1, "checkpoint_interval": 2}, 3, 2),
     "tv": ({"max_iters": 6, "threads": 1, "checkpoint_interval": 2}, 3, 2),
     "cyclegan": ({"profile": "test", "device": "cpu", "threads": 1}, 30, 20),
+    # residual generators (``generator: residual``, as in the cpu-residual profile) on the test profile's sizes
+    "cyclegan-residual": ({"profile": "RESIDUAL", "device": "cpu", "threads": 1}, 30, 20),
     "dncnn": ({"depth": 4, "width": 8, "patch": 16, "iterations": 30, "batch": 8, "checkpoint_every": 10,
                "log_every": 5, "device": "cpu", "threads": 1}, 15, 10),
 }
@@ -105,6 +107,15 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_one(case, dataset, 
                               "train_dataloader = dict(num_workers=2, persistent_workers=True)\n")
             params = {**params, "config": str(config)}
         trainer = "mmdet"
+    if case == "cyclegan-residual":
+        import yaml
+
+        from plugins.adapters.cyclegan import CONFIG_DIR
+
+        profile = tmp_path / "residual.yaml"
+        profile.write_text(yaml.safe_dump({**yaml.safe_load((CONFIG_DIR / "cyclegan-test.yaml").read_text()),
+                                           "generator": "residual"}))
+        params, trainer = {**params, "profile": str(profile)}, "cyclegan"
     base = {"trainer": trainer, "params": params, "data": str(dataset), "source": pairs[0], "target": pairs[1]}
     if case == "mmdet-finetune":
         init = drive(tmp_path, {**base, "params": {"max_iters": 2, "threads": 1}, "out": str(tmp_path / "init")},

@@ -95,7 +95,7 @@ def test_a_config_without_targets_hashes_as_before(dataset, tmp_path):
     cfg = load(tmp_path, matrix_config(dataset))
     from harness.hashing import stable_hash
 
-    before = {k: v for k, v in cfg.normalised().items() if k not in ("name", "fit_split", "sample")}
+    before = {k: v for k, v in cfg.normalised().items() if k not in ("name", "fit_split", "sample", "feature_gap")}
     assert cfg.hash == stable_hash(before)
 
 
@@ -267,6 +267,7 @@ def test_golden_leaderboard_with_a_real_target(registry, dataset, tmp_path, camb
     info = json.loads((out / "run.json").read_text())
     for key in ("created", "finished", "versions", "config_hash"):
         info[key] = {"versions": {"harness": "0"}}.get(key, "fixed")
+    info["budgets"] = [{**b, "seconds": 1.0} for b in info["budgets"]]  # wall clock
     (out / "run.json").write_text(json.dumps(info))
     text = leaderboard.render(out)
     for target in info["targets"].values():
@@ -297,12 +298,27 @@ def test_a_generated_source_checks_target_classes_when_predictions_are_remapped(
     assert "class 'rust' is not a class of the source dataset" in cells["odd"]["error"]
 
 
-def test_report_leaves_real_target_cells_out_rather_than_score_them_on_source_labels(registry, dataset, tmp_path,
-                                                                                     camb):
-    from harness.report.build import RunView
+def test_report_scores_real_target_cells_on_the_targets_own_labels(registry, dataset, tmp_path, camb):
+    """The bootstrap of a real target's cells reads its own ground truth: its Δ is the difference of the APs the
+    evaluate stages computed on the target's labels (scored on the source split's, it would not be)."""
+    from harness.report.build import RunView, significance
 
-    cfg = load(tmp_path, matrix_config(dataset, targets=[real(camb)]))
+    cfg = load(tmp_path, matrix_config(dataset, adapters=["identity", "smooth"], targets=[real(camb)]))
     matrix.run(cfg, registry, out=tmp_path / "run", store=Store(tmp_path / "c"), progress=False)
     view = RunView(tmp_path / "run")
-    assert {c["degradation"] for c in view.cells} == {"none", "gaussian_noise"}
-    assert any("real target(s) camB left out" in n for n in view.notes)
+    assert {c["degradation"] for c in view.cells} == {"none", "gaussian_noise", "camB"}
+    assert view.gt_of("camB") is not view.gt and view.gt_of("none") is view.gt
+    sig = significance(view, resamples=20, progress=False)
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    for iou in ("bbox", "segm"):
+        ap = results[(results["degradation"] == "camB") & (results["iou_type"] == iou) & (results["metric"] == "AP")
+                     & (results["category"] == "all")].set_index("adapter")["value"]
+        row = sig[(sig["degradation"] == "camB") & (sig["iou_type"] == iou)].iloc[0]
+        assert row["delta"] == pytest.approx(ap["smooth"] - ap["identity"], abs=1e-9)
+    (tmp_path / "gone").mkdir()
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    info["targets"]["camB"]["path"] = str(tmp_path / "gone" / "camB")
+    (tmp_path / "run" / "run.json").write_text(json.dumps(info))
+    view = RunView(tmp_path / "run")
+    assert "camB" not in {c["degradation"] for c in view.cells}
+    assert any("real target 'camB' left out" in n for n in view.notes)

@@ -10,7 +10,7 @@ import pandas as pd
 from harness.leaderboard.schema import IDENTITY, ROW, SETTING
 
 #: how each metric is shown: multiplier, decimals
-SHOWN = {"PSNR": (1.0, 2), "SSIM": (1.0, 3)}
+SHOWN = {"PSNR": (1.0, 2), "SSIM": (1.0, 3), "KID": (1000.0, 1), "FD32": (1.0, 1)}
 IOU_TITLES = {"bbox": "Boxes (bbox)", "segm": "Masks (segm)"}
 SCALE_LABELS = {"AP_small": "small", "AP_medium": "medium", "AP_large": "large"}
 

@@ -14,9 +14,10 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.leaderboard.format import segmenter_label, setting_label
-from harness.leaderboard.schema import (BASELINE_COLUMNS, BASELINES, COCO_METRICS, FIDELITY, FIDELITY_METRICS,
-                                        GAP, GAP_COLUMNS, IDENTITY, IOU_ORDER, KEY, PLOTS_MANIFEST, RESULT_COLUMNS, ROW, SETTING,
-                                        SIGNIFICANCE, SIGNIFICANCE_COLUMNS, SIGNIFICANCE_KEY)
+from harness.leaderboard.schema import (BASELINE_COLUMNS, BASELINES, COCO_METRICS, GAP, GAP_COLUMNS, IDENTITY,
+                                        IOU_ORDER, KEY, MEASURES, PLOTS_MANIFEST, RESULT_COLUMNS, ROW, SELECTION,
+                                        SELECTION_COLUMNS, SETTING, SIGNIFICANCE, SIGNIFICANCE_COLUMNS,
+                                        SIGNIFICANCE_KEY)
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Run:
     baselines: pd.DataFrame | None = None
     #: gap.csv rows (None: no such file, i.e. no oracle-T or no report yet)
     gap: pd.DataFrame | None = None
+    #: selection.csv rows (None: no such file, i.e. no feature gap or no report yet)
+    selection: pd.DataFrame | None = None
 
     @property
     def seeds(self) -> list[int]:
@@ -68,6 +71,9 @@ def load_run(run_dir: str | Path) -> Run:
         raise HarnessError(f"{meta_path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise HarnessError(f"{meta_path}: expected a JSON object")
+    budgets = meta.get("budgets", [])
+    if not isinstance(budgets, list) or not all(isinstance(b, dict) and "kind" in b for b in budgets):
+        raise HarnessError(f"{meta_path}: budgets: expected a list of objects with a 'kind' (train or fit)")
     notices: list[str] = []
     results = _load_results(run_dir / "results.csv", notices)
     cells = _load_cells(run_dir / "cells.jsonl", notices)
@@ -76,7 +82,7 @@ def load_run(run_dir: str | Path) -> Run:
     significance = _load_significance(run_dir / SIGNIFICANCE, cells, notices)
     plots = _load_plots(run_dir, notices)
     return Run(meta, cells, results, notices, significance, plots, _load_baselines(run_dir / BASELINES),
-               _load_gap(run_dir / GAP))
+               _load_gap(run_dir / GAP), _load_selection(run_dir / SELECTION))
 
 
 def merge(runs: list[Run]) -> Run:
@@ -99,15 +105,20 @@ def merge(runs: list[Run]) -> Run:
     baselines = [r.baselines for r in runs if r.baselines is not None]
     targets = {label: info for r in runs for label, info in (r.meta.get("targets") or {}).items()}
     meta = {"name": " + ".join(str(r.meta.get("name")) for r in runs), **({"targets": targets} if targets else {})}
+    budgets = [b for r in runs for b in r.meta.get("budgets") or []]
+    if budgets:
+        meta["budgets"] = [b for i, b in enumerate(budgets) if b not in budgets[:i]]
     gaps = [r.gap for r in runs if r.gap is not None]
+    selections = [r.selection for r in runs if r.selection is not None]
     return Run(meta, cells, results, notices, significance,
                plots, pd.concat(baselines, ignore_index=True) if baselines else None,
-               pd.concat(gaps, ignore_index=True) if gaps else None)
+               pd.concat(gaps, ignore_index=True) if gaps else None,
+               pd.concat(selections, ignore_index=True) if selections else None)
 
 
 def iou_types(run: Run) -> list[str]:
     """The IoU types the run has results for (both when it has none yet, so an empty run shows its tables)."""
-    present = set(run.results["iou_type"].unique()) - {FIDELITY}
+    present = set(run.results["iou_type"].unique()) - set(MEASURES)
     if not present:
         return list(IOU_ORDER)
     return [i for i in IOU_ORDER if i in present] + sorted(present - set(IOU_ORDER))
@@ -145,8 +156,8 @@ def _load_results(path: Path, notices: list[str]) -> pd.DataFrame:
     if missing:
         raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
     df = _typed_results(df[RESULT_COLUMNS].fillna(""), path)
-    fidelity = df["iou_type"] == FIDELITY
-    other = df[~((fidelity & df["metric"].isin(FIDELITY_METRICS)) | (~fidelity & df["metric"].isin(COCO_METRICS)))]
+    known = [m in MEASURES.get(i, COCO_METRICS) for i, m in zip(df["iou_type"], df["metric"])]
+    other = df[[not k for k in known]]
     if len(other):
         kinds = sorted({f"{i}/{m}" for i, m in zip(other["iou_type"], other["metric"])})
         notices.append(f"Not tabulated: {len(other)} row(s) of other metrics ({', '.join(kinds)}).")
@@ -166,7 +177,7 @@ def _typed_results(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     df["severity"] = numeric(df["severity"], path, "severity", float)
     df["seed"] = numeric(df["seed"], path, "seed", int)
     df["value"] = numeric(df["value"], path, "value", float, allow_empty=True)
-    negative = df["value"] < 0
+    negative = (df["value"] < 0) & ~df["iou_type"].isin(MEASURES)  # an unbiased KID may be below 0
     df.loc[negative, "note"] = [n or "COCO reported -1 (nothing to evaluate)" for n in df.loc[negative, "note"]]
     df.loc[negative, "value"] = np.nan
     return df
@@ -275,7 +286,7 @@ def _load_significance(path: Path, cells: pd.DataFrame, notices: list[str]) -> p
     if dup.any():
         notices.append(f"{path.name}: {int(dup.sum())} duplicate row(s); the last of each was used.")
         df = df[~dup]
-    other = (df["metric"] != "AP") | (df["iou_type"] == FIDELITY)
+    other = (df["metric"] != "AP") | df["iou_type"].isin(MEASURES)
     if other.any():
         kinds = sorted({f"{i}/{m}" for i, m in zip(df.loc[other, "iou_type"], df.loc[other, "metric"])})
         notices.append(f"{path.name}: {int(other.sum())} row(s) of metrics the summary has no Δ column for "
@@ -313,6 +324,17 @@ def _load_gap(path: Path) -> pd.DataFrame | None:
     bad = df.index[df["shown"] & ~np.isfinite(df["gap_closed"].astype(float))]
     if len(bad):
         raise HarnessError(f"{path}: row {bad[0] + 2}: gap_closed shown but not a finite number")
+    return df
+
+
+def _load_selection(path: Path) -> pd.DataFrame | None:
+    """selection.csv, checked: its columns and numbers (a correlation over too few adapters is nan)."""
+    df = _report_table(path, SELECTION_COLUMNS)
+    if df is None:
+        return None
+    for col in ("severity", "spearman", "lo", "hi", "chosen_ap", "best_ap", "regret"):
+        df[col] = numeric(df[col], path, col, float, allow_empty=True)
+    df["adapters"] = numeric(df["adapters"], path, "adapters", int)
     return df
 
 

@@ -12,6 +12,15 @@ MAIN_METRICS = ("AP", "AP50", "AP75")
 SCALE_METRICS = ("AP_small", "AP_medium", "AP_large")
 FIDELITY = "fidelity"
 FIDELITY_METRICS = ("PSNR", "SSIM")
+#: the feature gap's rows (harness.evaluation.featuregap)
+FEATURE = "feature"
+FEATURE_METRICS = ("KID", "KID_lo", "KID_hi", "FD32")
+#: iou_types that are per-cell image measures, not COCO evaluations, with the metrics each may have
+MEASURES = {FIDELITY: FIDELITY_METRICS, FEATURE: FEATURE_METRICS}
+#: written by `harness report` when cells have a feature gap: can an adapter be picked by it, without labels?
+SELECTION = "selection.csv"
+SELECTION_COLUMNS = ["segmenter", "profile", "degradation", "severity", "iou_type", "metric", "adapters", "spearman",
+                     "lo", "hi", "chosen", "chosen_ap", "best", "best_ap", "regret", "flagged"]
 COCO_METRICS = MAIN_METRICS + SCALE_METRICS
 IOU_ORDER = ("bbox", "segm")
 IDENTITY = "identity"

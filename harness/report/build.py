@@ -4,6 +4,9 @@
   its AP minus identity's on the same images (same segmenter, setting and seeds);
 - ``gap.csv`` (when the run has an oracle-T): every method row's gap closed, (method − source-only) /
   (oracle-T − source-only), with its paired bootstrap interval (see ``gaps``);
+- ``selection.csv`` (when cells have a feature gap): per setting, the Spearman correlation across adapters
+  between Δgap and ΔAP and the selection regret of picking the adapter with the smallest gap (see
+  ``harness.report.selection``);
 - ``plots/``: adaptation bars, AP vs severity, PSNR vs AP gain, qualitative panels and failure cases, listed in
   ``plots/manifest.json`` so the leaderboard links them;
 - the leaderboard markdown, rendered with both.
@@ -26,7 +29,8 @@ from harness.cache import Store
 from harness.data.coco import first_images, load_split, write_json_atomic
 from harness.errors import HarnessError
 from harness.hashing import seed_from
-from harness.leaderboard.schema import GAP_COLUMNS
+from harness.leaderboard.schema import GAP_COLUMNS, SELECTION
+from harness.report.selection import selection
 
 IDENTITY = "identity"
 SIGNIFICANCE_COLUMNS = ["segmenter", "profile", "adapter", "degradation", "severity", "iou_type", "metric", "seeds",
@@ -51,13 +55,11 @@ class RunView:
         self.store = Store(cache or self.meta.get("cache"))
         self.cells = [c for c in _read_cells(self.dir / "cells.jsonl") if c.get("status") == "done"]
         self.notes: list[str] = []
-        real = set(self.meta.get("targets") or {})
-        if real & {c.get("degradation") for c in self.cells}:
-            # their ground truth is the target's, not the source split's that self.gt holds
-            self.cells = [c for c in self.cells if c.get("degradation") not in real]
-            self.notes.append(f"cells of real target(s) {', '.join(sorted(real))} left out: the report reads "
-                              "only the source split's ground truth")
         config = self.meta.get("config", {})
+        #: real targets by label -> their evaluated split's ground truth (see ``gt_of``)
+        self._real = self._real_targets(config)
+        #: the cells on the source's own images (the qualitative plots read their clean originals)
+        self.source_cells = [c for c in self.cells if c.get("degradation") not in (self.meta.get("targets") or {})]
         dataset = self.meta.get("dataset", {}).get("path")
         if not dataset or not Path(dataset).is_dir():
             raise HarnessError(f"{meta_path}: dataset folder {dataset!r} not found; reports read its ground truth")
@@ -67,6 +69,24 @@ class RunView:
         self.class_names = {int(c["id"]): str(c["name"]) for c in self.gt["categories"]}
         self._predictions: dict[str, list[dict]] = {}
         self._matched: dict[tuple[str, str], Any] = {}
+
+    def _real_targets(self, config: dict) -> dict[str, dict]:
+        """Each real target's evaluated images and labels (its predictions are already in its category ids); a
+        target whose folder is gone has its cells left out, with a note."""
+        out = {}
+        for label, info in (self.meta.get("targets") or {}).items():
+            folder = Path(info.get("path") or "")
+            if not folder.is_dir():
+                self.cells = [c for c in self.cells if c.get("degradation") != label]
+                self.notes.append(f"cells of real target '{label}' left out: its data folder {folder} is not here")
+                continue
+            out[label] = first_images(load_split(folder, info.get("split", "test")), config.get("limit"),
+                                      config.get("sample"))
+        return out
+
+    def gt_of(self, degradation: str) -> dict:
+        """The ground truth a cell of this setting is scored on: a real target's own, else the source split's."""
+        return self._real.get(degradation, self.gt)
 
     def stage(self, cell: dict, kind: str) -> Path | None:
         key = (cell.get("stages") or {}).get(kind)
@@ -95,7 +115,7 @@ class RunView:
             return None
         key = (cell["stages"]["predict"], iou)
         if key not in self._matched:
-            self._matched[key] = match(self.gt, preds, iou)
+            self._matched[key] = match(self.gt_of(cell["degradation"]), preds, iou)
         return self._matched[key]
 
 
@@ -139,7 +159,8 @@ def significance(view: RunView, resamples: int = 1000, iou_types=("bbox", "segm"
             if not pairs:
                 continue
             seed = seed_from("bootstrap", *group, adapter, iou, metric)
-            res = paired_bootstrap_seeds(view.gt, pairs, iou, metric=metric, resamples=resamples, seed=seed)
+            res = paired_bootstrap_seeds(view.gt_of(group[2]), pairs, iou, metric=metric, resamples=resamples,
+                                         seed=seed)
             rows.append({**dict(zip(GROUP, group)), "adapter": adapter, "iou_type": iou, "metric": metric,
                          "seeds": len(pairs), "delta": res["delta"], "lo": res["lo"], "hi": res["hi"],
                          "resamples": resamples, "significant": res["significant"]})
@@ -194,7 +215,7 @@ def baselines(view: RunView, resamples: int = 1000, iou_types=("bbox", "segm"), 
             pairs = [p for p in pairs if p[0] is not None and p[1] is not None]
             if not pairs:
                 continue
-            res = paired_bootstrap_seeds(view.gt, pairs, iou, metric=metric, resamples=resamples,
+            res = paired_bootstrap_seeds(view.gt_of(deg), pairs, iou, metric=metric, resamples=resamples,
                                          seed=seed_from("baseline", seg, ad, ref, deg, sev, iou, metric))
             rows.append({"segmenter": seg, "profile": prof, "adapter": ad, "reference_segmenter": ref,
                          "reference_adapter": IDENTITY, "degradation": deg, "severity": sev, "iou_type": iou,
@@ -314,7 +335,7 @@ def gaps(view: RunView, resamples: int = 1000, iou_types=("bbox", "segm"), metri
             triples = [t for t in triples if all(x is not None for x in t)]
             if not triples:
                 continue
-            res = gap_closed(view.gt, triples, iou, metric, resamples,
+            res = gap_closed(view.gt_of(deg), triples, iou, metric, resamples,
                              seed_from("gap", seg, ad, ref, plan["oracle"], deg, sev, iou, metric))
             rows.append({"segmenter": seg, "profile": profile_of.get(seg), "adapter": ad, "degradation": deg,
                          "severity": sev, "iou_type": iou, "metric": metric, "oracle": plan["oracle"],
@@ -385,12 +406,14 @@ def plots(view: RunView, results: pd.DataFrame, out: Path, examples: int = 4) ->
                 f"{iou} AP vs severity, per adapter")
     if (results["iou_type"] == "fidelity").any() and results["adapter"].nunique() > 1:
         add(P.fidelity_vs_gain(results, folder / "psnr-vs-gain.png"), "Adapter PSNR vs segm AP gain over identity")
+    for path, name, title in loss_logs(view):
+        add(P.loss_curves(path, folder / name, title), title)
 
-    headline = _headline(view.cells)
+    headline = _headline(view.source_cells)
     if headline is None or examples <= 0:
         return made
-    seed0 = min(int(c["seed"]) for c in view.cells)
-    at = [c for c in view.cells if (c["degradation"], c["severity"]) == headline and int(c["seed"]) == seed0]
+    seed0 = min(int(c["seed"]) for c in view.source_cells)
+    at = [c for c in view.source_cells if (c["degradation"], c["severity"]) == headline and int(c["seed"]) == seed0]
     at.sort(key=lambda c: (c["segmenter"], c["adapter"] != IDENTITY, c["adapter"]))
     label = f"{headline[0]} s{int(headline[1])}"
     for image in _examples(view, examples):
@@ -421,6 +444,25 @@ def plots(view: RunView, results: pd.DataFrame, out: Path, examples: int = 4) ->
                                 title=f"Where {cell['adapter']} lost most vs identity ({cell['segmenter']}, {label})"),
                 f"Failure cases of {cell['adapter']} ({cell['segmenter']}, {label})")
     return made
+
+
+def loss_logs(view: RunView) -> list[tuple[Path, str, str]]:
+    """(losses.csv, plot file name, title) of every fit in run.json ``budgets`` whose stage folder is in the cache
+    and logged its losses (CycleGAN, DnCNN), once per fit however many rows it serves."""
+    rows: dict[str, list[dict]] = {}
+    for b in view.meta.get("budgets") or []:
+        if b.get("kind") == "fit":
+            rows.setdefault(b["stage"], []).append(b)
+    out = []
+    for key, served in rows.items():
+        folder = view.store.path("fit", key)
+        if not (view.store.done("fit", key) and (folder / "losses.csv").is_file()):
+            continue
+        first = served[0]
+        adapters = ", ".join(dict.fromkeys(str(b.get("adapter")) for b in served))
+        out.append((folder / "losses.csv", f"losses-{_slug(adapters)}-{key.split('-', 1)[-1][:10]}.png",
+                    f"Losses of {adapters} fitted on {first.get('fitted_on')}, seed {first.get('seed')}"))
+    return out
 
 
 def _slug(text: str) -> str:
@@ -455,6 +497,11 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None, lead
         else:
             _write_csv(gap, run_dir / "gap.csv")
         results = tables.load_run(run_dir).results
+        chosen = selection(results, view.meta.get("config", {}))
+        if chosen.empty:
+            (run_dir / SELECTION).unlink(missing_ok=True)
+        else:
+            _write_csv(chosen, run_dir / SELECTION)
         made = plots(view, results, target, examples=examples)
         manifest = [{"file": os.path.relpath(target / m["file"], run_dir), "title": m["title"]} for m in made]
         write_json_atomic(run_dir / "plots" / "manifest.json", manifest, indent=1)

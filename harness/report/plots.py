@@ -283,6 +283,46 @@ def fidelity_vs_gain(results: pd.DataFrame, out: str | Path, iou_type: str = "se
     return _save(fig, out)
 
 
+#: columns of a fit's losses.csv that are not losses
+LOSS_LOG_OTHER = ("iteration", "lr", "seconds")
+
+
+def loss_curves(losses_csv: str | Path, out: str | Path, title: str) -> Path:
+    """A fit's logged losses (its ``losses.csv``: means over each logging interval) against iteration, one panel
+    per loss on its own scale, and the learning rate: whether it converged or was still moving when it stopped."""
+    path = Path(losses_csv)
+    try:
+        df = pd.read_csv(path)
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        raise HarnessError(f"{path}: not a readable loss log ({type(exc).__name__})") from None
+    if "iteration" not in df.columns:
+        raise HarnessError(f"{path}: no 'iteration' column (expected iteration, LOSS..., lr, seconds)")
+    losses = [c for c in df.columns if c not in LOSS_LOG_OTHER]
+    shown = losses + (["lr"] if "lr" in df.columns else [])
+    n_cols = min(3, max(1, len(shown)))
+    n_rows = math.ceil(max(1, len(shown)) / n_cols)
+    fig = Figure(figsize=(3.2 * n_cols, 2.4 * n_rows + 0.5), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+    x = pd.to_numeric(df["iteration"], errors="coerce")
+    for ax, column in zip(axes, shown):
+        y = pd.to_numeric(df[column], errors="coerce")
+        keep = np.isfinite(x) & np.isfinite(y)
+        if keep.any():
+            ax.plot(x[keep], y[keep], color="black" if column == "lr" else "tab:blue", linewidth=1.2)
+        else:
+            _no_data(ax)
+        ax.set_title(column, fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(linewidth=0.4, alpha=0.5)
+    for ax in axes[len(shown):]:
+        ax.set_axis_off()
+    if not shown:
+        _no_data(axes[0])
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, out)
+
+
 def _adapter_legend(fig: Figure, adapters: Sequence[str], colors: dict[str, Any], baseline: str, kind: str,
                     loc: str = "outside right upper") -> None:
     if not adapters:

@@ -15,7 +15,12 @@ Channels: a 1-channel model adapts each channel of a colour image as its own gra
 model gets gray images replicated and returns the mean of its output channels. Any size: images are
 reflect-padded to a multiple of 4 (the generator's two stride-2 stages) and cropped back.
 
-torch is imported where it is used, so that loading the plugin registry does not load it.
+Generators: the reference's ResNet generator, or with ``generator: residual`` in the profile (``cpu-residual``)
+G(x) = clamp(x + r(x), -1, 1) with r's last convolution zeroed after the weight init, so that both generators
+start as the exact identity and every change has to be earned against the discriminators.
+
+torch is imported where it is used, so that loading the plugin registry does not load it. Nothing is tuned
+on data: the profiles are the reference implementation's settings, the ``cpu`` one shrunk to a time budget.
 """
 from __future__ import annotations
 
@@ -45,6 +50,9 @@ INT_KEYS = {"ngf": 1, "ndf": 1, "n_blocks": 0, "n_layers_d": 1, "load_size": 8, 
             "pool_size": 0, "checkpoint_every": 1, "log_every": 1}
 FLOAT_KEYS = {"lr": 0.0, "beta1": 0.0, "lambda_cycle": 0.0, "lambda_identity": 0.0}
 OTHER_KEYS = ("channels", "flip", "schedule", "fit_images")
+#: keys a profile may leave out, with their default (added after the first profiles: those keep their digest)
+OPTIONAL_KEYS = {"generator": "resnet"}
+GENERATORS = ("resnet", "residual")
 SCHEDULES = ({"iterations", "decay_start"}, {"epochs", "decay_epochs"})
 #: the generator's input sides must be multiples of this (two stride-2 stages), and at least MIN_SIDE
 #: (so that its residual blocks, at a quarter of the size, can reflect-pad)
@@ -60,11 +68,14 @@ def read_profile(path: Path) -> dict[str, Any]:
         raise HarnessError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(prof, dict):
         raise HarnessError(f"{where}: must be a mapping of settings")
-    known = set(INT_KEYS) | set(FLOAT_KEYS) | set(OTHER_KEYS)
+    known = set(INT_KEYS) | set(FLOAT_KEYS) | set(OTHER_KEYS) | set(OPTIONAL_KEYS)
     for key in sorted(set(prof) - known):
         raise HarnessError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(known))})")
-    for key in sorted(known - set(prof)):
+    for key in sorted(known - set(prof) - set(OPTIONAL_KEYS)):
         raise HarnessError(f"{where}: missing key '{key}'")
+    prof = {**OPTIONAL_KEYS, **prof}
+    if prof["generator"] not in GENERATORS:
+        raise HarnessError(f"{where}: 'generator' must be one of {', '.join(GENERATORS)}, got {prof['generator']!r}")
     for key, lo in INT_KEYS.items():
         T.check_int(where, key, prof[key], lo)
     for key, lo in FLOAT_KEYS.items():
@@ -135,7 +146,7 @@ class CycleGAN(Adapter):
     trainable = True
     fit_data = "unpaired"
     params = {
-        "profile": "cpu",   # seed | cpu | test, or a path to a profile YAML file
+        "profile": "cpu",   # seed | cpu | cpu-residual | test, or a path to a profile YAML file
         "device": "auto",   # auto | cpu | cuda | cuda:N
         "threads": 0,       # torch CPU threads; 0 = torch's default
         "batch": 8,         # inference batch size
@@ -173,11 +184,10 @@ class CycleGAN(Adapter):
         return ident
 
     def build(self) -> dict[str, nn.Module]:
-        from plugins.adapters.nets import PatchDiscriminator, ResnetGenerator
+        from plugins.adapters.nets import PatchDiscriminator, generator
 
         s, c = self.settings, self.channels
-        return {"G_AB": ResnetGenerator(c, c, s["ngf"], s["n_blocks"]),
-                "G_BA": ResnetGenerator(c, c, s["ngf"], s["n_blocks"]),
+        return {"G_AB": generator(s), "G_BA": generator(s),
                 "D_A": PatchDiscriminator(c, s["ndf"], s["n_layers_d"]),
                 "D_B": PatchDiscriminator(c, s["ndf"], s["n_layers_d"])}
 
@@ -204,15 +214,23 @@ class CycleGAN(Adapter):
 
         checkpoints.save(state, path)
 
+    def budget(self, out_dir: Path) -> dict[str, Any] | None:
+        """From the fit's model.json; seconds are the loop's own, summed over resumes."""
+        meta = T.fit_meta(out_dir)
+        if meta is None:
+            return None
+        prof = meta["profile"]
+        total, _ = schedule_length(prof, meta["images"]["A"], meta["images"]["B"])
+        return {"iterations": meta["iterations"], "schedule_iterations": total, "batch": prof["batch_size"],
+                "crop": prof["crop_size"], "seconds": meta["train_seconds"], "device": meta["device"]}
+
     # -- adapt -----------------------------------------------------------------------------------
     def load(self, fit_dir: Path | None) -> None:
-        from plugins.adapters.nets import ResnetGenerator
+        from plugins.adapters.nets import generator
 
         self.device = T.resolve_device(str(self.config["device"]))
-        self.generator, meta = T.load_fitted(
-            self.name, fit_dir, "generator.pt", self.device,
-            build=lambda m: ResnetGenerator(m["profile"]["channels"], m["profile"]["channels"], m["profile"]["ngf"],
-                                            m["profile"]["n_blocks"]))
+        self.generator, meta = T.load_fitted(self.name, fit_dir, "generator.pt", self.device,
+                                             build=lambda m: generator(m["profile"]))
         prof = meta["profile"]
         self.channels = int(prof["channels"])
 
@@ -264,6 +282,9 @@ class Trainer(T.FitLoop):
 
         gen = torch.Generator().manual_seed(seed_from("cyclegan", "init", seed))
         self.nets = {k: init_weights(net, generator=gen).to(device).train() for k, net in adapter.build().items()}
+        for net in self.nets.values():
+            if hasattr(net, "zero_residual"):
+                net.zero_residual()
         betas = (s["beta1"], 0.999)
         self.opt_g = torch.optim.Adam(itertools.chain(self.nets["G_AB"].parameters(), self.nets["G_BA"].parameters()),
                                       lr=s["lr"], betas=betas)

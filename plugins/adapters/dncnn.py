@@ -7,7 +7,8 @@ the learning rate, and is resumable like CycleGAN's (``checkpoint.pt``, ``losses
 ends with ``weights.pt`` (the net's state dict) and ``model.json`` (architecture, iterations, losses).
 
 The net is 1-channel: a colour image is restored channel by channel, in training as in use. torch is
-imported where it is used, so that loading the plugin registry does not load it.
+imported where it is used, so that loading the plugin registry does not load it. Nothing is tuned on data:
+the defaults are the paper's, shrunk to fit the CPU time budget (measured in minutes, not in PSNR).
 """
 from __future__ import annotations
 
@@ -88,6 +89,17 @@ class DnCNN(Adapter):
         from harness import checkpoints
 
         checkpoints.save(state, path)
+
+    def budget(self, out_dir: Path) -> dict[str, Any] | None:
+        """From the fit's model.json. DnCNN has no profiles: its schedule is the default ``iterations``, so a fit
+        shortened by the ``iterations`` param (quick or test fits) is marked as such."""
+        meta = T.fit_meta(out_dir)
+        if meta is None:
+            return None
+        params = meta["params"]
+        return {"iterations": meta["iterations"], "schedule_iterations": self.params["iterations"],
+                "batch": params["batch"], "crop": params["patch"], "seconds": meta["train_seconds"],
+                "device": meta["device"]}
 
     # -- adapt -----------------------------------------------------------------------------------
     def load(self, fit_dir: Path | None) -> None:

@@ -77,6 +77,39 @@ class ResnetGenerator(nn.Module):
         return self.model(x)
 
 
+class ResidualGenerator(nn.Module):
+    """G(x) = clamp(x + r(x), -1, 1), r a ResNet generator without its tanh whose last convolution starts at zero
+    (``zero_residual``): at iteration 0 G is exactly the identity, so every change it makes has to be earned
+    against the discriminator instead of starting from a random translation."""
+
+    MULTIPLE = ResnetGenerator.MULTIPLE
+
+    def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, n_blocks: int = 9):
+        super().__init__()
+        if in_channels != out_channels:
+            raise ValueError(f"a residual generator maps C to C channels, got {in_channels} -> {out_channels}")
+        self.residual = ResnetGenerator(in_channels, out_channels, ngf, n_blocks).model[:-1]
+        self.zero_residual()
+
+    def zero_residual(self) -> "ResidualGenerator":
+        """Zero the last convolution (after any weight init, which would redraw it)."""
+        last = self.residual[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x + self.residual(x), -1.0, 1.0)
+
+
+def generator(profile: dict) -> nn.Module:
+    """The generator a CycleGAN profile (or a fit's ``model.json`` profile) names: ``generator: resnet`` (the
+    reference's) or ``residual``."""
+    c = int(profile["channels"])
+    cls = ResidualGenerator if profile.get("generator", "resnet") == "residual" else ResnetGenerator
+    return cls(c, c, int(profile["ngf"]), int(profile["n_blocks"]))
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN; with n_layers = 3 each output unit sees a 70x70 input patch."""
 

@@ -243,6 +243,17 @@ def load_fitted(adapter: str, fit_dir: Path | None, weights: str, device: torch.
     return net.to(device).eval(), meta
 
 
+def fit_meta(fit_dir: Path) -> dict[str, Any] | None:
+    """A finished fit's ``model.json`` (None when there is none: the fit did not finish)."""
+    path = Path(fit_dir) / "model.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"{path}: not valid JSON ({exc.msg})") from None
+
+
 class LossLog:
     """losses.csv, one row per logged interval; on resume the rows after the checkpoint are dropped
     (they were written after the last save, and the resumed fit writes them again)."""

@@ -10,6 +10,8 @@ One level (severity 1): the estimate. In order, as ``domain_b`` orders its parts
 4. a JPEG round trip at ``quality`` (``null`` = none).
 
 All randomness comes from the host's ``rng``, so an image's twin depends only on (image, params, seed).
+Nothing here is tuned: the defaults are "no change", and the estimator that sets the params is calibrated on
+NEU-Seg train/val only (``harness.estimate``).
 """
 from __future__ import annotations
 

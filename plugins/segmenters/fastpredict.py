@@ -436,9 +436,12 @@ def tv_supported(model) -> str | None:
 
 
 def tv_predict(model, images: list[dict], image_root: Path, read: Callable, category_ids: list[int], batch: int,
-               bf16: bool, progress: bool, parts: Parts | None = None) -> list[dict[str, Any]]:
+               bf16: bool, progress: bool, parts: Parts | None = None, tap=None) -> list[dict[str, Any]]:
     """COCO result records for ``images``, as the model's forward + the plugin's reference ``_to_coco`` give them.
-    ``read(path)`` returns the image as the float 3xHxW tensor the model takes."""
+    ``read(path)`` returns the image as the float 3xHxW tensor the model takes; ``tap``: a
+    ``features.FeatureTap`` whose hooks are on the model (``features.tv_hooks``)."""
+    from plugins.segmenters.features import tv_next
+
     import torch
 
     parts = parts or Parts()
@@ -449,6 +452,7 @@ def tv_predict(model, images: list[dict], image_root: Path, read: Callable, cate
         with parts("io/decode"):
             tensors = [read(Path(image_root) / rec["file_name"]) for rec in chunk]
             sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
+            tv_next(tap, [rec["id"] for rec in chunk])
             batch_images = model.transform(tensors)[0]
         with bf16_autocast(bf16, device):
             with parts("backbone+fpn"):

@@ -16,7 +16,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.interfaces import Segmenter
-from plugins.segmenters import fastpredict, mmengine_resume
+from plugins.segmenters import fastpredict, features, mmengine_resume, train_stats
 from plugins.segmenters.amp import autocast
 
 CONFIG_DIR = Path(os.environ.get("HARNESS_CONFIGS", Path(__file__).resolve().parents[2] / "configs")) / "mmdet"
@@ -32,6 +32,7 @@ class MMDetMaskRCNN(Segmenter):
 
     name = "mmdet-mask-rcnn"
     version = "1"
+    captures_features = True
     profiles = {
         "seed": "R50-FPN, the seed's schedule: SGD lr 0.00025, batch 4, 5000 it, 640 px (GPU; wants --init COCO)",
         "cpu": "R18-FPN + GroupNorm from scratch, 2600 it at 200 px: <= 60 min on 2 CPU cores",
@@ -125,7 +126,21 @@ class MMDetMaskRCNN(Segmenter):
         runner = Runner.from_cfg(mmengine_resume.resuming(cfg, work_dir))
         runner.train()
         self._export(runner.model, cfg, classes, out_dir)
-        (out_dir / "train_stats.json").write_text(json.dumps(_train_stats(runner), indent=1))
+        stats = {**_train_stats(runner), **self._schedule(profile, cfg)}
+        (out_dir / "train_stats.json").write_text(json.dumps(stats, indent=1))
+
+    def _schedule(self, profile: str, cfg) -> dict[str, Any]:
+        """What the budget table needs beside the iterations done: the profile's own schedule (before
+        ``max_iters``), the batch, the training input side (the Resize scale) and the device."""
+        from mmengine.config import Config
+
+        resize = [t for t in cfg.train_dataloader.dataset.pipeline if t.get("type") == "Resize" and "scale" in t]
+        return {"schedule_iters": int(Config.fromfile(str(self.config_path(profile))).train_cfg.max_iters),
+                "batch_size": int(cfg.train_dataloader.batch_size),
+                "input_size": int(max(resize[0]["scale"])) if resize else None, "device": str(cfg.device)}
+
+    def budget(self, out_dir: Path) -> dict[str, Any] | None:
+        return train_stats.budget(out_dir)
 
     def _export(self, model, cfg, classes: list[str], out_dir: Path) -> None:
         from harness import checkpoints
@@ -164,20 +179,25 @@ class MMDetMaskRCNN(Segmenter):
         return model, cfg
 
     def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path,
-                progress: bool = True) -> None:
+                progress: bool = True, features_out: Path | None = None) -> None:
         from harness.data.coco import write_json_atomic
 
-        write_json_atomic(out_json, self.records(model_dir, images, image_root, progress))
+        tap = features.FeatureTap() if features_out else None
+        write_json_atomic(out_json, self.records(model_dir, images, image_root, progress, tap=tap))
+        if tap is not None:
+            tap.save(Path(features_out), [rec["id"] for rec in images])
 
     def records(self, model_dir: Path, images: list[dict], image_root: Path, progress: bool = True,
-                reference: bool = False) -> list[dict[str, Any]]:
-        """The COCO results; on a CPU through ``fastpredict`` (same bytes, faster) unless ``reference``."""
+                reference: bool = False, tap: features.FeatureTap | None = None) -> list[dict[str, Any]]:
+        """The COCO results; on a CPU through ``fastpredict`` (same bytes, faster) unless ``reference``; ``tap``
+        collects each image's pooled FPN features on the way."""
         model, cfg = self.load_model(model_dir)
         batch = max(1, int(self.config["predict_batch"]))
-        if not reference and fastpredict.mmdet_supported(model) is None:
-            return fastpredict.mmdet_predict(model, cfg, images, Path(image_root), batch, self.config["bf16"],
-                                             progress)
-        return self._reference_records(model, cfg, images, Path(image_root), batch, progress)
+        with features.mmdet_hooks(model, tap):
+            if not reference and fastpredict.mmdet_supported(model) is None:
+                return fastpredict.mmdet_predict(model, cfg, images, Path(image_root), batch, self.config["bf16"],
+                                                 progress)
+            return self._reference_records(model, cfg, images, Path(image_root), batch, progress)
 
     def _reference_records(self, model, cfg, images: list[dict], image_root: Path, batch: int,
                            progress: bool) -> list[dict[str, Any]]:

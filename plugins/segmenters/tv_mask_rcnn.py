@@ -20,7 +20,7 @@ import numpy as np
 from harness import atomic, checkpoints
 from harness.errors import HarnessError
 from harness.interfaces import Segmenter
-from plugins.segmenters import fastpredict
+from plugins.segmenters import fastpredict, features, train_stats
 from plugins.segmenters.amp import autocast
 
 CONFIG_DIR = Path(os.environ.get("HARNESS_CONFIGS", Path(__file__).resolve().parents[2] / "configs")) / "torchvision"
@@ -56,6 +56,7 @@ class TVMaskRCNN(Segmenter):
 
     name = "tv-mask-rcnn"
     version = "1"
+    captures_features = True
     profiles = {
         "seed": "R50-FPN, the seed's schedule: SGD lr 0.00025, batch 4, 5000 it, 640 px (GPU; wants --init COCO)",
         "cpu": "R18-FPN + GroupNorm from scratch, 2400 it at 200 px: <= 60 min on 2 CPU cores",
@@ -148,7 +149,12 @@ class TVMaskRCNN(Segmenter):
             times = _fit(model, optimizer, data, tcfg, start, seed, device, work, say)
         self._export(model, cfg, categories, out_dir)
         stats = _train_stats(max(start, int(cfg["train"]["max_iters"])), start, times, device)
+        stats.update(schedule_iters=int(load_config(self.config_path(profile))["train"]["max_iters"]),
+                     batch_size=int(cfg["train"]["batch_size"]), input_size=int(cfg["input"]["size"]))
         write_json_atomic(out_dir / "train_stats.json", stats, indent=1)
+
+    def budget(self, out_dir: Path) -> dict[str, Any] | None:
+        return train_stats.budget(out_dir)
 
     def _export(self, model, cfg: dict[str, Any], categories: list[dict], out_dir: Path) -> None:
         import yaml
@@ -182,26 +188,32 @@ class TVMaskRCNN(Segmenter):
         return model, classes
 
     def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path,
-                progress: bool = True) -> None:
+                progress: bool = True, features_out: Path | None = None) -> None:
         from harness.data.coco import write_json_atomic
 
-        write_json_atomic(out_json, self.records(model_dir, images, image_root, progress))
+        tap = features.FeatureTap() if features_out else None
+        write_json_atomic(out_json, self.records(model_dir, images, image_root, progress, tap=tap))
+        if tap is not None:
+            tap.save(Path(features_out), [rec["id"] for rec in images])
 
     def records(self, model_dir: Path, images: list[dict], image_root: Path, progress: bool = True,
-                reference: bool = False) -> list[dict[str, Any]]:
-        """The COCO results; on a CPU through ``fastpredict`` (same bytes, faster) unless ``reference``."""
+                reference: bool = False, tap: features.FeatureTap | None = None) -> list[dict[str, Any]]:
+        """The COCO results; on a CPU through ``fastpredict`` (same bytes, faster) unless ``reference``; ``tap``
+        collects each image's pooled FPN features on the way."""
         from harness.imageio import read_image
 
         model, classes = self.load_model(model_dir)
         category_ids = [int(c["id"]) for c in classes]
         batch = max(1, int(self.config["predict_batch"]))
-        if not reference and fastpredict.tv_supported(model) is None:
-            return fastpredict.tv_predict(model, images, Path(image_root), lambda p: _to_tensor(read_image(p), "cpu"),
-                                          category_ids, batch, self.config["bf16"], progress)
-        return self._reference_records(model, category_ids, images, Path(image_root), batch, progress)
+        with features.tv_hooks(model, tap):
+            if not reference and fastpredict.tv_supported(model) is None:
+                return fastpredict.tv_predict(model, images, Path(image_root),
+                                              lambda p: _to_tensor(read_image(p), "cpu"), category_ids, batch,
+                                              self.config["bf16"], progress, tap=tap)
+            return self._reference_records(model, category_ids, images, Path(image_root), batch, progress, tap)
 
     def _reference_records(self, model, category_ids: list[int], images: list[dict], image_root: Path, batch: int,
-                           progress: bool) -> list[dict[str, Any]]:
+                           progress: bool, tap: features.FeatureTap | None = None) -> list[dict[str, Any]]:
         """The model's own forward, batch by batch into COCO records: the GPU path and the CPU path's reference."""
         import torch
         from tqdm import tqdm
@@ -217,6 +229,7 @@ class TVMaskRCNN(Segmenter):
             for start in range(0, len(images), batch):
                 chunk = images[start:start + batch]
                 tensors = [_to_tensor(read_image(image_root / rec["file_name"]), device) for rec in chunk]
+                features.tv_next(tap, [rec["id"] for rec in chunk])
                 for rec, out in zip(chunk, model(tensors)):
                     results.extend(_to_coco(rec["id"], out, category_ids))
                 bar.update(len(chunk))

@@ -41,8 +41,47 @@ def provenance(run: Run) -> list[str]:
         f"- **Finished:** {esc(meta.get('finished') or 'not finished (partial run)')}",
         f"- **Cells:** {done} done, {failed} failed, {total - done - failed} pending, {total} total",
         f"- **Seeds:** {', '.join(map(str, run.seeds)) or 'none'}",
+        f"- **Selections:** {esc(selections(meta))}",
         "",
     ]
+
+
+PLUGIN_LISTS = (("segmenters", "segmenter"), ("adapters", "adapter"), ("degradations", "degradation"))
+
+
+def selections(meta: dict) -> str:
+    """Which split each plugin's tuned defaults came from (``Plugin.selected_on``), plugins grouped by it, so
+    that a default chosen on test shows. The version is the one run.json's ``plugins`` records, when it does."""
+    from harness.errors import HarnessError
+    from harness.registry import default_registry
+
+    config, recorded = meta.get("config") or {}, meta.get("plugins") or {}
+    groups: dict[str, set[str]] = {}
+    for key, kind in PLUGIN_LISTS:
+        for entry in config.get(key) or []:
+            name = entry if isinstance(entry, str) else entry.get("name")
+            if kind == "degradation" and name == "none":  # clean domain A: no plugin
+                continue
+            try:
+                cls = default_registry().get(kind, name)
+            except HarnessError:
+                groups.setdefault("unknown (not installed here)", set()).add(str(name))
+                continue
+            text = selection(cls, (recorded.get(kind) or {}).get(name))
+            if text:
+                groups.setdefault(text, set()).add(name)
+    return "; ".join(f"{', '.join(sorted(names))}: {text}" for text, names in groups.items()) or \
+        "none (no plugin of this run has defaults tuned on data)"
+
+
+def selection(cls, version: str | None) -> str | None:
+    """What the run's ``version`` of ``cls`` was tuned on (versions not in ``selected_before`` share
+    ``selected_on``); every known version's when run.json records none and they differ."""
+    if version is None and cls.selected_before:
+        known = [f"v{cls.version} {cls.selected_on or 'nothing tuned'}",
+                 *(f"v{v} {text}" for v, text in cls.selected_before.items())]
+        return "version not recorded: " + ", ".join(known)
+    return cls.selected_before.get(str(version), cls.selected_on)
 
 
 def targets(meta: dict) -> list[str]:
