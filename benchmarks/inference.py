@@ -62,6 +62,8 @@ def main() -> int:
         return _child(args)
     if args.options is None:
         args.options = list(DEFAULT_OPTIONS) + (["bf16=true"] if _bf16_units() else [])
+    elif args.options in (["none"], []):
+        args.options = []
     with tempfile.TemporaryDirectory(prefix="harness-inference-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
