@@ -26,8 +26,10 @@ def load(tmp_path: Path, cfg: dict, name: str = "matrix.yaml") -> config.MatrixC
 
 
 def done_stages(cache: Path) -> dict[str, int]:
-    """Published stage folder -> mtime of its stage.json (the marker written last)."""
-    return {str(p.parent.relative_to(cache)): p.stat().st_mtime_ns for p in cache.glob("*/*/stage.json")}
+    """Published stage folder -> mtime of its stage.json (the marker written last). A kill between writing the
+    marker and the publishing rename leaves it in a ``.partial`` folder: not published, so not counted."""
+    return {str(p.parent.relative_to(cache)): p.stat().st_mtime_ns for p in cache.glob("*/*/stage.json")
+            if not p.parent.name.endswith(".partial")}
 
 
 def kinds(stage_paths) -> dict[str, int]:
