@@ -156,6 +156,7 @@ def parse(raw: Any, path: Path, registry=None) -> MatrixConfig:
         targets=real, degradation_names=names, feature_gap=_bool(get("feature_gap"), path, "feature_gap"),
     )
     _check_oracles(cfg)
+    _check_self_training(cfg)
     if registry is not None:
         check_plugins(cfg, registry)
     return cfg
@@ -310,7 +311,7 @@ def _labels(value: Any, where: str) -> list[str]:
 #: the ``train_on`` keys that make a segmenter entry an oracle: trained on the target's labelled training
 #: images alone (oracle-T) or on them and the source's (oracle-ST)
 ORACLES = ("target", "source_and_target")
-TRAIN_ON_KEYS = {"augment", "adapter", *ORACLES, "control"}
+TRAIN_ON_KEYS = {"augment", "adapter", *ORACLES, "control", "self_training"}
 
 
 def oracle_of(entry: Entry | dict[str, Any]) -> tuple[str, str] | None:
@@ -330,6 +331,8 @@ def _train_on(value: Any, where: str, path: Path) -> dict[str, Any]:
     bad = sorted(set(value) - TRAIN_ON_KEYS)
     if bad:
         raise HarnessError(f"{where}: unknown key '{bad[0]}' (known: {', '.join(sorted(TRAIN_ON_KEYS))})")
+    if "self_training" in value:
+        return {"self_training": _self_training(value, where)}
     out: dict[str, Any] = {}
     oracle = [k for k in ORACLES if k in value]
     if len(oracle) > 1:
@@ -360,6 +363,65 @@ def _train_on(value: Any, where: str, path: Path) -> dict[str, Any]:
         ad = _entries([value["adapter"]], "adapters", Path(f"{where}.adapter"), None)[0]
         out["adapter"] = {"name": ad.name, "params": ad.params, "fit_on": ad.fit_on}
     return out
+
+
+#: ``train_on: {self_training: {...}}`` options and defaults (plugins/segmenters/self_training.py: OPTIONS)
+SELF_TRAINING = {"target": None, "threshold": 0.7, "teacher_share": 0.99, "pseudo_labels": True, "weight": 1.0}
+
+
+def self_training_of(entry: Entry | dict[str, Any]) -> dict[str, Any] | None:
+    """The ``self_training`` options of a self-training entry (defaults filled in), else None."""
+    train_on = (entry.get("train_on") if isinstance(entry, dict) else entry.train_on) or {}
+    return train_on.get("self_training")
+
+
+def _self_training(value: dict[str, Any], where: str) -> dict[str, Any]:
+    """Mean-teacher self-training on a target's unlabelled images, fine-tuning a source model (see
+    docs/configuration.md): ``target`` (a target's label), ``threshold`` (teacher score for a pseudo-label,
+    in (0, 1)), ``teacher_share`` (EMA decay per iteration, in [0, 1)), ``pseudo_labels`` (false: ALDI's
+    control), ``weight`` (of the pseudo-label loss)."""
+    others = sorted(set(value) - {"self_training"})
+    if others:
+        raise HarnessError(f"{where}: '{others[0]}' does not combine with 'self_training' (its recipe is its own)")
+    where = f"{where}.self_training"
+    st = value["self_training"]
+    if not isinstance(st, dict) or "target" not in st:
+        raise HarnessError(f"{where}: expected a mapping with 'target' (a target's label)")
+    bad = sorted(set(st) - set(SELF_TRAINING))
+    if bad:
+        raise HarnessError(f"{where}: unknown key '{bad[0]}' (known: {', '.join(sorted(SELF_TRAINING))})")
+    out = {**SELF_TRAINING, **st}
+    if not isinstance(out["target"], str) or not out["target"]:
+        raise HarnessError(f"{where}.target: expected a target's label")
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if not number(out["threshold"]) or not 0 < out["threshold"] < 1:
+        raise HarnessError(f"{where}.threshold: expected a score in (0, 1), got {out['threshold']!r}")
+    if not number(out["teacher_share"]) or not 0 <= out["teacher_share"] < 1:
+        raise HarnessError(f"{where}.teacher_share: expected the teacher's EMA share per iteration in [0, 1) "
+                           f"(e.g. 0.99), got {out['teacher_share']!r}")
+    if not isinstance(out["pseudo_labels"], bool):
+        raise HarnessError(f"{where}.pseudo_labels: expected true or false, got {out['pseudo_labels']!r}")
+    if not number(out["weight"]) or out["weight"] <= 0:
+        raise HarnessError(f"{where}.weight: expected a positive number, got {out['weight']!r}")
+    return {**out, "threshold": float(out["threshold"]), "teacher_share": float(out["teacher_share"]),
+            "weight": float(out["weight"])}
+
+
+def _check_self_training(cfg: MatrixConfig) -> None:
+    """A self-training entry fine-tunes another entry's model and names a target of this matrix."""
+    targets = [d.label for d in cfg.degradations if d.name != "none"] + [t.label for t in cfg.targets or []]
+    for i, seg in enumerate(cfg.segmenters):
+        st = self_training_of(seg)
+        if st is None:
+            continue
+        where = f"{cfg.path}: segmenters[{i}]"
+        if not isinstance(seg.init, dict):
+            raise HarnessError(f"{where}.init: self-training fine-tunes a source model: give the entry "
+                               "init: {segmenter: LABEL}")
+        if st["target"] not in targets:
+            raise HarnessError(f"{where}.train_on.self_training.target: '{st['target']}' is not a target of this "
+                               f"matrix (known: {', '.join(targets) or 'none'}; 'none', the clean source, "
+                               "is no target)")
 
 
 def _fit_on(value: Any, where: str) -> dict[str, Any]:
@@ -428,6 +490,9 @@ def _check_segmenter(cfg: MatrixConfig, entry: Entry, registry) -> None:
             raise HarnessError(f"init.segmenter: '{entry.init['segmenter']}' is not the label of another segmenter "
                                f"trained from scratch or a checkpoint in this matrix (known: {', '.join(others) or 'none'})")
     train_on = entry.train_on or {}
+    if "self_training" in train_on and not hasattr(registry.get("segmenter", entry.name), "self_train"):
+        raise HarnessError(f"train_on.self_training: segmenter '{entry.name}' does not implement self-training "
+                           "(tv-mask-rcnn does)")
     for deg in train_on.get("augment", []):
         plugin = registry.create("degradation", deg["name"], deg["params"])
         bad = [s for s in deg["severities"] if s not in plugin.severities]

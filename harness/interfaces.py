@@ -97,9 +97,19 @@ class Adapter(Plugin):
     #: its fit optimises the segmenter's own features or loss (e.g. task-aware restoration): its feature gap is no
     #: independent, label-free measure, so `harness report` flags it and never selects it by that gap
     optimises_segmenter_features: ClassVar[bool] = False
+    #: its fit needs a trained segmenter (``Segmenter.loss_fn``) and the training images' labels: the host plans
+    #: one fit per trained model (input ``model``, the segmenter's train stage, so a new model means a new fit)
+    #: and calls ``fit_with_task`` instead of ``fit``. An instance may turn it off (e.g. its control, task weight 0)
+    needs_segmenter: ClassVar[bool] = False
 
     def fit(self, source: list[Path], target: list[Path], fit_dir: Path, seed: int, progress: bool = True) -> None:
         raise NotImplementedError(f"adapter '{self.name}' is not trainable")
+
+    def fit_with_task(self, source: list[Path], target: list[Path], annotations: list[list[dict[str, Any]]],
+                      segmenter: "Segmenter", model_dir: Path, fit_dir: Path, seed: int, progress: bool = True) -> None:
+        """``fit`` for an adapter that ``needs_segmenter``: also ``annotations[i]`` (the COCO annotations of
+        ``source[i]``), the segmenter plugin and its trained model folder (for ``segmenter.loss_fn``)."""
+        raise NotImplementedError(f"adapter '{self.name}' does not fit through a segmenter")
 
     def load(self, fit_dir: Path | None) -> None:
         """Prepare for ``adapt`` (load what ``fit`` left in ``fit_dir`` when trainable)."""
@@ -123,6 +133,24 @@ class Segmenter(Plugin):
     #: ``predict`` takes ``features_out``: a path where it also writes each image's pooled backbone/FPN features
     #: (``ids``, N x D ``features`` in an .npz), captured in the same pass: what a cell's feature gap compares
     captures_features: ClassVar[bool] = False
+
+    def loss_fn(self, model_dir: Path, device: Any) -> Callable[[Any, list[dict[str, Any]]], Any]:
+        """Optional capability (``has_loss_fn``), what task-aware adapters fit through: the trained model in
+        ``model_dir``, frozen on ``device``, as a differentiable function ``loss(images, targets)`` -> its own
+        training loss (RPN + box + mask, summed) as a scalar tensor whose gradient flows to ``images``.
+
+        ``images``: float N x C x H x W in [0, 1] (C = 1 gray, or 3 in the harness's BGR order), on ``device``;
+        ``targets``: one dict per image, COCO-style in that image's pixels: ``boxes`` (K x 4 float x1 y1 x2 y2),
+        ``labels`` (K int64 COCO category ids of the training set) and ``masks`` (K x H x W uint8). The model's
+        weights do not learn (``requires_grad`` off) and its norm layers stay in eval mode, so neither weights
+        nor buffers change; the samplers' draws come from torch's global RNG, so a caller that seeds it before
+        each call gets a deterministic function. The model is at ``loss.model``."""
+        raise HarnessError(f"segmenter '{self.name}' has no loss_fn (the capability task-aware adapters fit through)")
+
+    @classmethod
+    def has_loss_fn(cls) -> bool:
+        """Whether this segmenter implements ``loss_fn``."""
+        return cls.loss_fn is not Segmenter.loss_fn
 
     def check_profile(self, profile: str) -> None:
         if profile not in self.profiles:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from harness import atomic
 from harness.cache import Store, holding_lock
-from harness.config import Entry, MatrixConfig, oracle_of
+from harness.config import Entry, MatrixConfig, oracle_of, self_training_of
 from harness.errors import HarnessError
 from harness.hashing import stable_hash
 from harness.stages import KINDS as STAGE_KINDS
@@ -135,7 +135,8 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
             elif seg.init:
                 train_inputs["init"] = _init_source(p, seg.init, cfg.path)
             model = models[(seg.label, seed)] = p.add(Stage(
-                "train", {"segmenter": seg_id, "profile": seg.profile, "seed": seed, "model": model_fp}, train_inputs,
+                "train", {"segmenter": seg_id, "profile": seg.profile, "seed": seed, "model": model_fp,
+                          **_self_training_spec(seg)}, train_inputs,
                 runtime=seg_runtime))
             p.label(model, segmenter=seg.label, profile=seg.profile, adapter=None, fitted_on=_trained_on(seg),
                     seed=seed)
@@ -158,8 +159,10 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
                         adapt_inputs = {"data": data, "images": images}
                         if ad.label in ad_fit:
                             adapt_inputs["fit"] = _fit_stage(p, registry, ad, ad_fit[ad.label], data, cfg, seed,
-                                                             deg_ids.get(deg.label), severity)
-                            p.label(adapt_inputs["fit"], segmenter=None, profile=None, adapter=ad.label,
+                                                             deg_ids.get(deg.label), severity,
+                                                             task=_task(registry, cfg, ad, seg, model, seg_id,
+                                                                        seg_runtime))
+                            p.label(adapt_inputs["fit"], **_fit_owner(p, adapt_inputs["fit"], seg), adapter=ad.label,
                                     fitted_on=_fitted_on(p.stages[adapt_inputs["fit"]].spec, ad_fit[ad.label]),
                                     seed=seed)
                         adapted = p.add(Stage("adapt", {"adapter": ad_ids[ad.label], **view}, adapt_inputs,
@@ -283,9 +286,10 @@ def _plan_real_cells(p: Plan, cfg: MatrixConfig, registry, target: dict[str, Any
             continue
         adapt_inputs = {"data": tkey, "images": tkey}
         if ad.label in ad_fit:
-            adapt_inputs["fit"] = _real_fit_stage(p, registry, ad, ad_fit[ad.label], data, cfg, seed, target)
+            adapt_inputs["fit"] = _real_fit_stage(p, registry, ad, ad_fit[ad.label], data, cfg, seed, target,
+                                                  task=_task(registry, cfg, ad, seg, model, seg_id, seg_runtime))
             fit = p.stages[adapt_inputs["fit"]]
-            p.label(fit.key, segmenter=None, profile=None, adapter=ad.label, seed=seed,
+            p.label(fit.key, **_fit_owner(p, fit.key, seg), adapter=ad.label, seed=seed,
                     fitted_on=f"{target['label']} pool" if "pool" in fit.inputs else _fitted_on(fit.spec,
                                                                                                ad_fit[ad.label]))
         adapted = p.add(Stage("adapt", {"adapter": ad_ids[ad.label], **view}, adapt_inputs,
@@ -300,11 +304,11 @@ def _plan_real_cells(p: Plan, cfg: MatrixConfig, registry, target: dict[str, Any
 
 
 def _real_fit_stage(p: Plan, registry, ad: Entry, fit_data: str, data: str, cfg: MatrixConfig, seed: int,
-                    target: dict[str, Any]) -> str:
+                    target: dict[str, Any], task: tuple | None = None) -> str:
     """An adapter's fit for a real target: source-only and fixed-degradation fits as for any cell; an unpaired
     one on the source's ``fit_split`` images as A and the target's pool as B; a paired one cannot be fitted."""
     if fit_data == "source" or ad.fit_on is not None:
-        return _fit_stage(p, registry, ad, fit_data, data, cfg, seed, None, 0)
+        return _fit_stage(p, registry, ad, fit_data, data, cfg, seed, None, 0, task=task)
     if fit_data == "paired":
         raise HarnessError(f"{cfg.path}: adapters: '{ad.label}' fits on paired images (clean and degraded copies "
                            f"of one image), which real target '{target['label']}' has none of; use it on synthetic "
@@ -318,7 +322,7 @@ def _real_fit_stage(p: Plan, registry, ad: Entry, fit_data: str, data: str, cfg:
 
 
 def _fit_stage(p: Plan, registry, ad: Entry, fit_data: str, data: str, cfg: MatrixConfig, seed: int,
-               degradation: dict[str, Any] | None, severity: int) -> str:
+               degradation: dict[str, Any] | None, severity: int, task: tuple | None = None) -> str:
     """A trainable adapter's fit: on A alone, on a fixed degradation (``fit_on``), or on the cell's own."""
     plugin = registry.create(ad.kind, ad.name, ad.params)
     spec = {"adapter": plugin.identity(), "split": cfg.fit_split, "data_seed": cfg.data_seed, "seed": seed}
@@ -330,7 +334,33 @@ def _fit_stage(p: Plan, registry, ad: Entry, fit_data: str, data: str, cfg: Matr
             spec["severity"] = ad.fit_on["severity"]
     elif fit_data != "source":
         spec.update(degradation=degradation, severity=severity)
+    if task is not None:  # through a trained segmenter: its train stage is an input, so a new model is a new fit
+        model, spec["segmenter"], seg_runtime = task
+        return p.add(Stage("fit", spec, {"data": data, "model": model},
+                           runtime={"adapter": plugin.runtime(), **seg_runtime}))
     return p.add(Stage("fit", spec, {"data": data}, runtime={"adapter": plugin.runtime()}))
+
+
+def _fit_owner(p: Plan, key: str, seg: Entry) -> dict[str, Any]:
+    """The segmenter labels of a fit's budget row: the segmenter it was fitted through, else none."""
+    if "model" in p.stages[key].inputs:
+        return {"segmenter": seg.label, "profile": seg.profile}
+    return {"segmenter": None, "profile": None}
+
+
+def _task(registry, cfg: MatrixConfig, ad: Entry, seg: Entry, model: str, seg_id: dict[str, Any],
+          seg_runtime: dict[str, Any]) -> tuple | None:
+    """What a fit through the segmenter (``Adapter.needs_segmenter``) adds: (model train key, segmenter identity,
+    segmenter runtime); None for other adapters. A segmenter without ``loss_fn`` is refused here, at plan time."""
+    plugin = registry.create(ad.kind, ad.name, ad.params)
+    if not getattr(plugin, "needs_segmenter", False):
+        return None
+    if not registry.get("segmenter", seg.name).has_loss_fn():
+        raise HarnessError(f"{cfg.path}: adapters: '{ad.label}' fits through the segmenter's training loss, which "
+                           f"segmenter '{seg.label}' ({seg.name}) does not provide (no loss_fn); pair it with a "
+                           "segmenter that has one (mmdet-mask-rcnn, tv-mask-rcnn) via only_adapters, or set "
+                           "task_weight: 0 (its control)")
+    return model, seg_id, seg_runtime
 
 
 def _fitted_on(spec: dict[str, Any], fit_data: str) -> str:
@@ -347,7 +377,13 @@ def _fitted_on(spec: dict[str, Any], fit_data: str) -> str:
 def _trained_on(seg: Entry) -> str:
     """What a segmenter trained on, in words: the source's train split, or its training-side baseline."""
     oracle = oracle_of(seg)
-    if oracle is not None:
+    st = self_training_of(seg)
+    if st is not None:
+        what = (f"train half + self-training on {st['target']} (threshold {st['threshold']:g}, teacher share "
+                f"{st['teacher_share']:g}; teacher exported)" if st["pseudo_labels"] else
+                f"train half, strong augmentation + EMA teacher (no pseudo-labels; control of self-training on "
+                f"{st['target']})")
+    elif oracle is not None:
         what = f"target {oracle[1]} (train)" if oracle[0] == "target" else f"train + target {oracle[1]} (train)"
     else:
         parts = [f"+ {a['name']} s{'/'.join(map(str, a['severities']))}"
@@ -365,6 +401,8 @@ def _trainset(p: Plan, registry, seg: Entry, data: str, cfg: MatrixConfig, real:
     every image passed through an adapter. Its fit (if trainable) uses seed 0: the adapter is a fixed
     pre-processing step, not part of what the segmenter's seed varies. An oracle's: the target's labelled
     training images (with the clean ones for oracle-ST)."""
+    if self_training_of(seg) is not None:
+        return _self_training_set(p, registry, seg, data, cfg, real)
     spec: dict[str, Any] = {"split": "train", "data_seed": cfg.data_seed, "augment": [], "adapter": None}
     inputs = {"data": data}
     oracle = oracle_of(seg)
@@ -380,11 +418,50 @@ def _trainset(p: Plan, registry, seg: Entry, data: str, cfg: MatrixConfig, real:
         entry = Entry("adapter", ad["name"], ad["name"], ad["params"], fit_on=ad["fit_on"])
         plugin = registry.create("adapter", ad["name"], ad["params"])
         spec["adapter"] = plugin.identity()
+        if getattr(plugin, "needs_segmenter", False):
+            raise HarnessError(f"{cfg.path}: segmenters: '{seg.label}' train_on adapter '{ad['name']}' fits through "
+                               "a trained segmenter, which a training set made before training cannot have")
         if plugin.trainable:
             inputs["fit"] = _fit_stage(p, registry, entry, plugin.fit_data, data, cfg, 0, None, 0)
             p.label(inputs["fit"], segmenter=seg.label, profile=seg.profile, adapter=ad["name"], seed=0,
                     fitted_on=_fitted_on(p.stages[inputs["fit"]].spec, plugin.fit_data))
     return p.add(Stage("trainset", spec, inputs, runtime={"adapter": plugin.runtime()} if ad else {}))
+
+
+def _self_training_spec(seg: Entry) -> dict[str, Any]:
+    """The train spec's ``self_training`` field (empty for every other entry, whose keys stay as they were):
+    the options that change how the model learns from the self-training trainset (a control without
+    pseudo-labels leaves out the pseudo-label ones)."""
+    st = self_training_of(seg)
+    if st is None:
+        return {}
+    unused = ("target", "threshold", "weight") if not st["pseudo_labels"] else ("target",)
+    return {"self_training": {k: v for k, v in st.items() if k not in unused}}
+
+
+def _self_training_set(p: Plan, registry, seg: Entry, data: str, cfg: MatrixConfig, real: list[dict[str, Any]]
+                       ) -> str:
+    """A self-training entry's trainset: labelled source images (``train.json``) and unlabelled target images
+    (``unlabelled.json``). A synthetic target's are degraded copies of one half of the train split (seeded split,
+    ``harness.stages.fit_sets`` "unpaired"), severity drawn per image, and the labelled source images are the
+    other half, so no pseudo-labelled image has its clean twin in the source batches; a real target's are its
+    pool, beside the whole train split. Shared by the entry and its ``pseudo_labels: false`` control."""
+    label = self_training_of(seg)["target"]
+    spec: dict[str, Any] = {"split": "train", "data_seed": cfg.data_seed}
+    inputs = {"data": data}
+    deg = next((d for d in cfg.degradations if d.label == label and d.name != "none"), None)
+    if deg is not None:
+        spec["self_training"] = {"degradation": registry.create("degradation", deg.name, deg.params).identity(),
+                                 "severities": deg.severities}
+    else:
+        target = next(t for t in real if t["label"] == label)
+        if target["pool"] is None:
+            raise HarnessError(f"{cfg.path}: segmenter '{seg.label}': train_on.self_training: real target "
+                               f"'{label}' has no pool: give the target `pool: POOL_DIR` (`harness data prepare "
+                               "images`), its unlabelled images")
+        spec["self_training"] = {"pool": True}
+        inputs["pool"] = target["pool"]
+    return p.add(Stage("trainset", spec, inputs))
 
 
 def _oracle_spec(registry, seg: Entry, oracle: tuple[str, str], cfg: MatrixConfig, real: list[dict[str, Any]]

@@ -148,6 +148,8 @@ def _trainset(stage: Stage, ctx: Context, out: Path) -> None:
     from harness.imageio import map_images
 
     spec = stage.spec
+    if "self_training" in spec:
+        return _self_training_trainset(stage, ctx, out)
     data = ctx.location(stage.inputs["data"])
     coco = load_split(data, spec["split"])
     oracle = spec.get("oracle")
@@ -208,8 +210,65 @@ def _train(stage: Stage, ctx: Context, out: Path) -> None:
         key = stage.inputs["init"]
         init = ctx.sources.get(key) or str(ctx.location(key) / plugin.model_file)
     start = time.perf_counter()
-    plugin.train(ctx.location(stage.inputs["data"]), out, spec["profile"], spec["seed"], init)
+    if "self_training" in spec:
+        if not hasattr(plugin, "self_train"):
+            raise HarnessError(f"segmenter '{plugin.name}' does not implement self-training (tv-mask-rcnn does)")
+        plugin.self_train(ctx.location(stage.inputs["data"]), out, spec["profile"], spec["seed"], init,
+                          spec["self_training"])
+    else:
+        plugin.train(ctx.location(stage.inputs["data"]), out, spec["profile"], spec["seed"], init)
     write_budget(plugin, out, time.perf_counter() - start)
+
+
+def _self_training_trainset(stage: Stage, ctx: Context, out: Path) -> None:
+    """A self-training trainset (see ``harness.matrix._self_training_set``): ``train.json`` with the labelled
+    source images under ``images/source/``, ``unlabelled.json`` with the target's under ``images/target/`` (no
+    annotations). Synthetic target: the halves of ``fit_sets(..., "unpaired", data_seed)``, the second half
+    degraded, severity drawn per image as augmentation draws it; real target: the whole split and the pool."""
+    import shutil
+
+    from harness.data.coco import POOL, image_records, load_split, write_json_atomic
+    from harness.degrade import degrade_image
+    from harness.imageio import map_images
+
+    spec, st = stage.spec, stage.spec["self_training"]
+    data = ctx.location(stage.inputs["data"])
+    coco = load_split(data, spec["split"])
+    records = image_records(data, spec["split"])
+    if "pool" in st:
+        labelled, pool = records, image_records(ctx.location(stage.inputs["pool"]), POOL)
+        unlabelled = [(rec["path"], rec["file_name"], rec) for rec in pool]
+    else:
+        labelled, half = fit_sets(records, "unpaired", spec["data_seed"])
+        unlabelled = [(rec["path"], rec["file_name"], rec) for rec in half]
+    keep = {rec["id"] for rec in labelled}
+    for rec in labelled:
+        dest = out / "images" / "source" / rec["file_name"]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(rec["path"], dest)
+    pairs = [(path, out / "images" / "target" / name) for path, name, _ in unlabelled]
+    if "pool" in st:
+        for src, dest in pairs:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+    else:
+        plugin = _plugin("degradation", st["degradation"])
+        name = f"self-training-{st['degradation']['name']}"
+
+        def degrade(ims: list[np.ndarray], paths: list[Path]) -> list[np.ndarray]:
+            picks = [np.random.default_rng(seed_from("augment", p.stem, name, spec["data_seed"])) for p in paths]
+            return [degrade_image(plugin, im, p.stem, int(pick.choice(st["severities"])), spec["data_seed"])
+                    for im, p, pick in zip(ims, paths, picks)]
+
+        map_images(pairs, degrade, "trainset self-training target", chunk=ADAPT_CHUNK, progress=ctx.progress)
+    images = [{**im, "file_name": f"images/source/{im['file_name']}"} for im in coco["images"] if im["id"] in keep]
+    annotations = [a for a in coco["annotations"] if a["image_id"] in keep]
+    write_json_atomic(out / f"{spec['split']}.json", {**coco, "images": images, "annotations": annotations})
+    target_images = [{"id": i, "file_name": f"images/target/{name}", "width": rec.get("width"),
+                      "height": rec.get("height")} for i, (_, name, rec) in enumerate(unlabelled, 1)]
+    write_json_atomic(out / "unlabelled.json", {"images": target_images, "categories": coco["categories"]})
+    write_json_atomic(out / "trainset.json", {"variants": ["source", "target"], "images": len(images),
+                                              "unlabelled": len(target_images), "adapter": None})
 
 
 def write_budget(plugin, out: Path, seconds: float) -> dict[str, Any]:
@@ -331,7 +390,12 @@ def _fit(stage: Stage, ctx: Context, out: Path) -> None:
             target_paths.append(dest)
     else:
         target_paths = [rec["path"] for rec in target]
-    plugin.fit([rec["path"] for rec in source], target_paths, out, spec["seed"], progress=ctx.progress)
+    if "model" in stage.inputs:  # fits through the segmenter's loss (``Adapter.needs_segmenter``)
+        segmenter = _plugin("segmenter", spec["segmenter"], ctx, stage.runtime.get("segmenter"))
+        plugin.fit_with_task([rec["path"] for rec in source], target_paths, [rec["annotations"] for rec in source],
+                             segmenter, ctx.location(stage.inputs["model"]), out, spec["seed"], progress=ctx.progress)
+    else:
+        plugin.fit([rec["path"] for rec in source], target_paths, out, spec["seed"], progress=ctx.progress)
     shutil.rmtree(scratch, ignore_errors=True)
     write_budget(plugin, out, time.perf_counter() - start)
 

@@ -6,6 +6,7 @@ from plugins.adapters.cyclegan import CycleGAN
 from plugins.adapters.dncnn import DnCNN
 from plugins.adapters.fda import FDA
 from plugins.adapters.illumination import ILLUMINATION
+from plugins.adapters.taskaware import TaskAware
 
 
 @hookimpl
@@ -15,3 +16,4 @@ def harness_register_adapters(register):
         register(cls)
     register(CycleGAN)
     register(DnCNN)
+    register(TaskAware)

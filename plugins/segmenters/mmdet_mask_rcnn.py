@@ -178,6 +178,69 @@ class MMDetMaskRCNN(Segmenter):
         model.to(_device(self.config["device"])).eval()
         return model, cfg
 
+    def loss_fn(self, model_dir: Path, device):
+        """``Segmenter.loss_fn``: ``model.loss`` (RPN + box + mask, summed as mmengine's ``parse_losses`` does) on
+        inputs made as the training pipeline and data preprocessor make them, but differentiably: a bilinear
+        resize to the pipeline's ``Resize`` scale, the preprocessor's channel order, mean and std, and its padding
+        to ``pad_size_divisor``. Every weight is frozen and the norm layers stay in eval mode."""
+        import torch
+        import torch.nn.functional as F
+        from mmdet.structures import DetDataSample
+        from mmdet.structures.mask import BitmapMasks
+        from mmengine.structures import InstanceData
+
+        from plugins.segmenters.tv_mask_rcnn import frozen_train_mode
+
+        model, cfg = self.load_model(model_dir)
+        model.to(device)
+        for param in model.parameters():
+            param.requires_grad_(False)
+        pre = model.data_preprocessor
+        pipeline = cfg.get("train_pipeline") or cfg.train_dataloader.dataset.pipeline
+        resize = [t for t in pipeline if t.get("type") == "Resize" and "scale" in t]
+        scale = tuple(resize[0]["scale"]) if resize else None
+        divisor = int(getattr(pre, "pad_size_divisor", 1) or 1)
+
+        def loss(images, targets):
+            frozen_train_mode(model)
+            x = images * 255.0
+            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else (x.flip(1) if pre._channel_conversion else x)
+            h, w = x.shape[-2:]
+            factor = 1.0
+            if scale is not None:  # mmcv's keep_ratio rescale: fit the long side and the short side
+                factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+            nh, nw = int(h * factor + 0.5), int(w * factor + 0.5)
+            if (nh, nw) != (h, w):
+                x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+            if pre._enable_normalize:
+                x = (x - pre.mean.to(x)) / pre.std.to(x)
+            ph, pw = -nh % divisor, -nw % divisor
+            x = F.pad(x, (0, pw, 0, ph), value=float(pre.pad_value))
+            sx, sy = nw / w, nh / h
+            samples = []
+            for t in targets:
+                masks = t["masks"].to(torch.uint8).reshape(-1, h, w)
+                if (nh, nw) != (h, w) and len(masks):
+                    masks = F.interpolate(masks[:, None].float(), size=(nh, nw), mode="nearest")[:, 0].to(torch.uint8)
+                sample = DetDataSample(metainfo={"img_shape": (nh, nw), "ori_shape": (h, w),
+                                                 "scale_factor": (sx, sy), "pad_shape": (nh + ph, nw + pw),
+                                                 "batch_input_shape": (nh + ph, nw + pw)})
+                boxes = t["boxes"].to(x.dtype).reshape(-1, 4) * x.new_tensor([sx, sy, sx, sy])
+                sample.gt_instances = InstanceData(
+                    bboxes=boxes, labels=torch.as_tensor(t["labels"], dtype=torch.int64, device=x.device) - 1,
+                    masks=BitmapMasks(masks.cpu().numpy(), nh, nw).pad((nh + ph, nw + pw), pad_val=0))
+                samples.append(sample)
+            losses = model.loss(x, samples)
+            model.eval()
+            total = 0
+            for key, value in losses.items():
+                if "loss" in key:
+                    total = total + (sum(v.mean() for v in value) if isinstance(value, (list, tuple)) else value.mean())
+            return total
+
+        loss.model = model
+        return loss
+
     def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path,
                 progress: bool = True, features_out: Path | None = None) -> None:
         from harness.data.coco import write_json_atomic

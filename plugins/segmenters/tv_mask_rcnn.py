@@ -156,6 +156,69 @@ class TVMaskRCNN(Segmenter):
     def budget(self, out_dir: Path) -> dict[str, Any] | None:
         return train_stats.budget(out_dir)
 
+    #: implements ``train_on: {self_training: ...}`` (harness.config refuses it for segmenters without ``self_train``)
+    def self_train(self, data_dir: Path, out_dir: Path, profile: str, seed: int, init: str | None,
+                   options: dict[str, Any]) -> None:
+        """Mean-teacher self-training from ``init`` (see ``plugins/segmenters/self_training.py``): labelled
+        source batches from ``data_dir/train.json``, unlabelled target images from ``data_dir/unlabelled.json``;
+        exports the EMA teacher."""
+        import copy
+
+        import torch
+
+        from harness.data.coco import load_coco, write_json_atomic
+        from harness.hashing import seed_from
+        from plugins.segmenters import self_training as st
+
+        _setup_torch(self.config["threads"])
+        device = _device(self.config["device"])
+        data_dir, out_dir = Path(data_dir), Path(out_dir)
+        cfg = self.resolved_config(profile)
+        coco = load_coco(data_dir / "train.json")
+        categories = sorted(coco["categories"], key=lambda c: c["id"])
+        data = TrainSet(data_dir, coco, categories, cfg["augment"]["flip"], seed)
+        target = st.UnlabelledSet(data_dir, cfg["augment"]["flip"], seed) if options["pseudo_labels"] else None
+        work = out_dir / "work"
+        work.mkdir(parents=True, exist_ok=True)
+
+        torch.manual_seed(seed_from(seed, "init"))
+        model = build_model(cfg, len(categories)).to(device)
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg["train"]["lr"],
+                                    momentum=cfg["train"]["momentum"], weight_decay=cfg["train"]["weight_decay"])
+        teacher = build_model(cfg, len(categories), score_thr=float(options.get("threshold", 0.05))).to(device)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        with open(work / "train.log", "a") as logfile:
+            say = _logger(logfile)
+            start = 0
+            atomic.remove_leftovers(work)
+            if (work / CHECKPOINT).is_file():
+                start = st.resume(model, teacher, optimizer, work / CHECKPOINT)
+                say(f"resumed from {work / CHECKPOINT} at iteration {start}")
+            elif init:
+                load_init(model, init, say)
+                teacher.load_state_dict(copy.deepcopy(model.state_dict()))
+            else:
+                raise HarnessError(f"segmenter '{self.name}': self-training fine-tunes a source model: give the "
+                                   "entry init: {segmenter: LABEL}")
+            say(f"self-training {self.name} ({profile}) on {device}: {len(data)} labelled source images, "
+                f"{len(target) if target else 0} unlabelled target images, iterations {start} -> "
+                f"{cfg['train']['max_iters']}, batch {cfg['train']['batch_size']} + {cfg['train']['batch_size']}, "
+                f"options {options}")
+            tcfg = dict(cfg["train"])
+            if self.config["checkpoint_interval"]:
+                tcfg["checkpoint_interval"] = int(self.config["checkpoint_interval"])
+            times, counts = st.fit(model, teacher, optimizer, data, target, tcfg, options, start, seed, device,
+                                   work, say, CHECKPOINT)
+        self._export(teacher, cfg, categories, out_dir)
+        stats = _train_stats(max(start, int(cfg["train"]["max_iters"])), start, times, device)
+        stats.update(schedule_iters=int(load_config(self.config_path(profile))["train"]["max_iters"]),
+                     batch_size=int(cfg["train"]["batch_size"]), input_size=int(cfg["input"]["size"]),
+                     self_training={**options, "exported": "teacher",
+                                    "pseudo_labels_per_image": (float(np.mean(counts)) / int(cfg["train"]["batch_size"])
+                                                                if counts else None)})
+        write_json_atomic(out_dir / "train_stats.json", stats, indent=1)
+
     def _export(self, model, cfg: dict[str, Any], categories: list[dict], out_dir: Path) -> None:
         import yaml
 
@@ -186,6 +249,31 @@ class TVMaskRCNN(Segmenter):
                                f"(missing {len(missing)}, unexpected {len(unexpected)})")
         model.to(_device(self.config["device"])).eval()
         return model, classes
+
+    def loss_fn(self, model_dir: Path, device):
+        """``Segmenter.loss_fn``: torchvision's training-mode forward with targets (its loss dict, summed), every
+        weight frozen and the norm layers in eval mode; its transform resizes and normalises differentiably."""
+        import torch
+
+        model, classes = self.load_model(model_dir)
+        model.to(device)
+        for param in model.parameters():
+            param.requires_grad_(False)
+        label = {int(c["id"]): i + 1 for i, c in enumerate(classes)}
+
+        def loss(images, targets):
+            frozen_train_mode(model)
+            x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images.flip(1)  # gray / BGR -> RGB
+            tv_targets = [{"boxes": t["boxes"].to(x.dtype).reshape(-1, 4),
+                           "labels": torch.tensor([label[int(v)] for v in t["labels"]], dtype=torch.int64,
+                                                  device=x.device),
+                           "masks": t["masks"].to(torch.uint8)} for t in targets]
+            losses = model(list(x), tv_targets)
+            model.eval()
+            return sum(losses.values())
+
+        loss.model = model
+        return loss
 
     def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path,
                 progress: bool = True, features_out: Path | None = None) -> None:
@@ -535,6 +623,17 @@ class TrainSet:
         target = {"boxes": torch.from_numpy(boxes), "masks": torch.from_numpy(masks),
                   "labels": torch.tensor([lab for lab, k in zip(labels, keep) if k], dtype=torch.int64)}
         return _to_tensor(image, "cpu"), target
+
+
+def frozen_train_mode(model) -> None:
+    """Training-mode behaviour (proposal sampling, loss outputs) with every norm layer in eval mode, so batch
+    norms use and keep their running statistics: what a frozen model's loss needs (GroupNorm has none)."""
+    import torch
+
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._NormBase):
+            m.eval()
 
 
 def _decode(segmentation, h: int, w: int) -> np.ndarray:
