@@ -26,6 +26,36 @@ def dataset(tmp_path_factory) -> Path:
     return out
 
 
+def builtin_segmenters() -> list:
+    """pytest params of the built-in segmenters this install can run (mmdet needs mmcv's compiled ops). Call it
+    after ``pytest.importorskip("torch")``."""
+    from plugins.segmenters.tv_mask_rcnn import TVMaskRCNN
+
+    out = [pytest.param(TVMaskRCNN, id="tv-mask-rcnn")]
+    try:
+        import mmcv.ops  # noqa: F401
+        import mmdet  # noqa: F401
+    except ImportError:
+        return out
+    from plugins.segmenters.mmdet_mask_rcnn import MMDetMaskRCNN
+
+    return [pytest.param(MMDetMaskRCNN, id="mmdet-mask-rcnn"), *out]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, dataset) -> dict[str, Path]:
+    """A 2-iteration `tiny` model of each built-in segmenter (1 thread), trained once per session: for tests
+    that need a real network, not a good one."""
+    pytest.importorskip("torch")
+    root = tmp_path_factory.mktemp("tiny-models")
+    out = {}
+    for param in builtin_segmenters():
+        cls = param.values[0]
+        cls(max_iters=2, threads=1).train(dataset, root / cls.name, "tiny", seed=0)
+        out[cls.name] = root / cls.name
+    return out
+
+
 @pytest.fixture
 def registry(monkeypatch):
     """Built-in plugins plus tests.fake_plugins, installed as the process-wide registry that stages use."""

@@ -126,18 +126,14 @@ def test_selection_regret_and_flags(monkeypatch):
 torch = pytest.importorskip("torch")
 
 
-from tests.test_predict_speed import SEGMENTERS  # noqa: E402
+from tests.conftest import builtin_segmenters  # noqa: E402
+
+SEGMENTERS = builtin_segmenters()
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, dataset):
-    root = tmp_path_factory.mktemp("featuregap-models")
-    out = {}
-    for param in SEGMENTERS:
-        cls = param.values[0]
-        cls(max_iters=2, threads=2).train(dataset, root / cls.name, "tiny", seed=0)
-        out[cls.name] = root / cls.name
-    return out
+@pytest.fixture
+def models(tiny_models):
+    return tiny_models
 
 
 @pytest.mark.parametrize("cls", SEGMENTERS)
@@ -147,11 +143,10 @@ def test_features_are_captured_in_the_predict_pass_whatever_the_path_and_batch(c
     from plugins.segmenters import fastpredict
 
     records = image_records(dataset, "test")
-    plain = tmp_path / "plain.json"
-    cls(predict_batch=4, threads=2).predict(models[cls.name], records, dataset, plain, progress=False)
     vectors = {}
     for batch in (4, 1):
-        out = tmp_path / f"b{batch}"
+        out, plain = tmp_path / f"b{batch}", tmp_path / f"plain{batch}.json"
+        cls(predict_batch=batch, threads=2).predict(models[cls.name], records, dataset, plain, progress=False)
         cls(predict_batch=batch, threads=2).predict(models[cls.name], records, dataset, out / "p.json",
                                                     progress=False, features_out=out / FEATURES_FILE)
         assert (out / "p.json").read_bytes() == plain.read_bytes(), "capturing features changes no detection"

@@ -13,22 +13,10 @@ torch = pytest.importorskip("torch")
 from harness.data.coco import image_records, write_json_atomic  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from plugins.segmenters import fastpredict  # noqa: E402
-from plugins.segmenters.tv_mask_rcnn import TVMaskRCNN  # noqa: E402
+from tests.conftest import builtin_segmenters  # noqa: E402
 
 
-def _segmenters():
-    out = [pytest.param(TVMaskRCNN, id="tv-mask-rcnn")]
-    try:
-        import mmcv.ops  # noqa: F401
-        import mmdet  # noqa: F401
-    except ImportError:
-        return out
-    from plugins.segmenters.mmdet_mask_rcnn import MMDetMaskRCNN
-
-    return [pytest.param(MMDetMaskRCNN, id="mmdet-mask-rcnn"), *out]
-
-
-SEGMENTERS = _segmenters()
+SEGMENTERS = builtin_segmenters()
 
 
 @pytest.fixture(scope="module")

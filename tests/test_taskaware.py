@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import matrix_config, write_config  # noqa: E402
+from conftest import builtin_segmenters, matrix_config, write_config  # noqa: E402
 from harness import config, matrix  # noqa: E402
 from harness.cache import Store  # noqa: E402
 from harness.data.coco import image_records  # noqa: E402
@@ -23,33 +23,14 @@ from plugins.adapters.taskaware import TaskAware, TaskTrainer  # noqa: E402
 from plugins.segmenters.tv_mask_rcnn import TVMaskRCNN, _decode  # noqa: E402
 
 
-def _segmenters():
-    out = [pytest.param(TVMaskRCNN, id="tv-mask-rcnn")]
-    try:
-        import mmcv.ops  # noqa: F401
-        import mmdet  # noqa: F401
-    except ImportError:
-        return out
-    from plugins.segmenters.mmdet_mask_rcnn import MMDetMaskRCNN
-
-    return [pytest.param(MMDetMaskRCNN, id="mmdet-mask-rcnn"), *out]
-
-
-SEGMENTERS = _segmenters()
+SEGMENTERS = builtin_segmenters()
 FIT = {"depth": 3, "width": 8, "iterations": 6, "batch": 2, "lr": 1e-3, "checkpoint_every": 2, "log_every": 1,
        "threads": 1, "device": "cpu"}
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, dataset):
-    """A 2-iteration `tiny` model of each segmenter."""
-    root = tmp_path_factory.mktemp("taskaware-models")
-    out = {}
-    for param in SEGMENTERS:
-        cls = param.values[0]
-        cls(max_iters=2, threads=1).train(dataset, root / cls.name, "tiny", seed=0)
-        out[cls.name] = root / cls.name
-    return out
+@pytest.fixture
+def models(tiny_models):
+    return tiny_models
 
 
 @pytest.fixture(scope="module")
