@@ -62,14 +62,18 @@ def selection(results: pd.DataFrame, config: dict[str, Any], iou_types=("bbox", 
               metric: str = "AP") -> pd.DataFrame:
     """``selection.csv``: one row per setting and IoU type that has a feature gap for 2 or more adapters."""
     flagged = flagged_adapters(config)
-    means = (results[results["category"] == "all"].groupby(GROUP + ["adapter", "iou_type", "metric"], dropna=False)
+    means = (results[results["category"] == "all"].groupby(GROUP + ["iou_type", "metric", "adapter"], dropna=False)
              ["value"].mean())
+    by: dict[tuple, dict[str, float]] = {}  # (setting, iou_type, metric) -> adapter -> mean over seeds
+    for (*key, ad), v in means.items():
+        if np.isfinite(v):
+            by.setdefault(tuple(key), {})[ad] = float(v)
     rows = []
     settings = results[results["iou_type"] == FEATURE][GROUP].drop_duplicates().itertuples(index=False, name=None)
     for setting in settings:
-        gap = _by_adapter(means, setting, FEATURE, "KID")
+        gap = by.get((*setting, FEATURE, "KID"), {})
         for iou in iou_types:
-            ap = _by_adapter(means, setting, iou, metric)
+            ap = by.get((*setting, iou, metric), {})
             both = [a for a in gap if a in ap]
             if len(both) < 2:
                 continue
@@ -84,10 +88,3 @@ def selection(results: pd.DataFrame, config: dict[str, Any], iou_types=("bbox", 
                          "flagged": " ".join(sorted(a for a in both if a in flagged))})
     return pd.DataFrame(rows, columns=SELECTION_COLUMNS)
 
-
-def _by_adapter(means: pd.Series, setting: tuple, iou: str, metric: str) -> dict[str, float]:
-    out = {}
-    for (seg, prof, deg, sev, ad, i, m), v in means.items():
-        if (seg, prof, deg, sev) == setting and i == iou and m == metric and np.isfinite(v):
-            out[ad] = float(v)
-    return out

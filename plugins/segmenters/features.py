@@ -65,6 +65,17 @@ class FeatureTap:
         Path(tmp).replace(path)
 
 
+def write_predictions(records, images: list[dict], out_json: Path, features_out: Path | None) -> None:
+    """``Segmenter.predict`` of the built-in segmenters: ``records(tap)`` (the COCO results, collecting features
+    into ``tap`` on the way when it is not None) into ``out_json``, and with ``features_out`` the features too."""
+    from harness.data.coco import write_json_atomic
+
+    tap = FeatureTap() if features_out else None
+    write_json_atomic(out_json, records(tap))
+    if tap is not None:
+        tap.save(Path(features_out), [rec["id"] for rec in images])
+
+
 @contextlib.contextmanager
 def mmdet_hooks(model, tap: FeatureTap | None):
     """While predicting: the data preprocessor's output tells the tap the batch's image ids and sizes, the neck's

@@ -243,12 +243,8 @@ class MMDetMaskRCNN(Segmenter):
 
     def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path,
                 progress: bool = True, features_out: Path | None = None) -> None:
-        from harness.data.coco import write_json_atomic
-
-        tap = features.FeatureTap() if features_out else None
-        write_json_atomic(out_json, self.records(model_dir, images, image_root, progress, tap=tap))
-        if tap is not None:
-            tap.save(Path(features_out), [rec["id"] for rec in images])
+        features.write_predictions(lambda tap: self.records(model_dir, images, image_root, progress, tap=tap),
+                                   images, out_json, features_out)
 
     def records(self, model_dir: Path, images: list[dict], image_root: Path, progress: bool = True,
                 reference: bool = False, tap: features.FeatureTap | None = None) -> list[dict[str, Any]]:

@@ -113,25 +113,10 @@ class TVMaskRCNN(Segmenter):
 
     # -- training ------------------------------------------------------------------------------
     def train(self, data_dir: Path, out_dir: Path, profile: str, seed: int, init: str | None = None) -> None:
-        import torch
+        from harness.data.coco import write_json_atomic
 
-        from harness.data.coco import load_coco, write_json_atomic
-        from harness.hashing import seed_from
-
-        _setup_torch(self.config["threads"])
-        device = _device(self.config["device"])
         data_dir, out_dir = Path(data_dir), Path(out_dir)
-        cfg = self.resolved_config(profile)
-        coco = load_coco(data_dir / "train.json")
-        categories = sorted(coco["categories"], key=lambda c: c["id"])
-        data = TrainSet(data_dir, coco, categories, cfg["augment"]["flip"], seed)
-        work = out_dir / "work"
-        work.mkdir(parents=True, exist_ok=True)
-
-        torch.manual_seed(seed_from(seed, "init"))
-        model = build_model(cfg, len(categories)).to(device)
-        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg["train"]["lr"],
-                                    momentum=cfg["train"]["momentum"], weight_decay=cfg["train"]["weight_decay"])
+        device, cfg, categories, data, model, optimizer, work = self._training(data_dir, out_dir, profile, seed)
         with open(work / "train.log", "a") as logfile:
             say = _logger(logfile)
             start = 0
@@ -143,15 +128,48 @@ class TVMaskRCNN(Segmenter):
                 load_init(model, init, say)
             say(f"training {self.name} ({profile}) on {device}: {len(data)} images, iterations {start} -> "
                 f"{cfg['train']['max_iters']}, batch {cfg['train']['batch_size']}")
-            tcfg = dict(cfg["train"])
-            if self.config["checkpoint_interval"]:
-                tcfg["checkpoint_interval"] = int(self.config["checkpoint_interval"])
+            tcfg = self._schedule(cfg)
             times = _fit(model, optimizer, data, tcfg, start, seed, device, work, say)
         self._export(model, cfg, categories, out_dir)
+        stats = self._stats(profile, cfg, start, times, device)
+        write_json_atomic(out_dir / "train_stats.json", stats, indent=1)
+
+    def _training(self, data_dir: Path, out_dir: Path, profile: str, seed: int):
+        """What ``train`` and ``self_train`` start from: (device, config, categories, the labelled TrainSet, the
+        model and its optimizer as seeded from ``seed``, the work folder)."""
+        import torch
+
+        from harness.data.coco import load_coco
+        from harness.hashing import seed_from
+
+        _setup_torch(self.config["threads"])
+        device = _device(self.config["device"])
+        cfg = self.resolved_config(profile)
+        coco = load_coco(data_dir / "train.json")
+        categories = sorted(coco["categories"], key=lambda c: c["id"])
+        data = TrainSet(data_dir, coco, categories, cfg["augment"]["flip"], seed)
+        work = out_dir / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(seed_from(seed, "init"))
+        model = build_model(cfg, len(categories)).to(device)
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg["train"]["lr"],
+                                    momentum=cfg["train"]["momentum"], weight_decay=cfg["train"]["weight_decay"])
+        return device, cfg, categories, data, model, optimizer, work
+
+    def _schedule(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """The loop's train config, with the runtime ``checkpoint_interval`` when set."""
+        tcfg = dict(cfg["train"])
+        if self.config["checkpoint_interval"]:
+            tcfg["checkpoint_interval"] = int(self.config["checkpoint_interval"])
+        return tcfg
+
+    def _stats(self, profile: str, cfg: dict[str, Any], start: int, times: list[float], device: str,
+               **extra: Any) -> dict[str, Any]:
+        """train_stats.json: timing, and what ``budget`` reads (the profile's own schedule, batch, input size)."""
         stats = _train_stats(max(start, int(cfg["train"]["max_iters"])), start, times, device)
         stats.update(schedule_iters=int(load_config(self.config_path(profile))["train"]["max_iters"]),
-                     batch_size=int(cfg["train"]["batch_size"]), input_size=int(cfg["input"]["size"]))
-        write_json_atomic(out_dir / "train_stats.json", stats, indent=1)
+                     batch_size=int(cfg["train"]["batch_size"]), input_size=int(cfg["input"]["size"]), **extra)
+        return stats
 
     def budget(self, out_dir: Path) -> dict[str, Any] | None:
         return train_stats.budget(out_dir)
@@ -164,27 +182,12 @@ class TVMaskRCNN(Segmenter):
         exports the EMA teacher."""
         import copy
 
-        import torch
-
-        from harness.data.coco import load_coco, write_json_atomic
-        from harness.hashing import seed_from
+        from harness.data.coco import write_json_atomic
         from plugins.segmenters import self_training as st
 
-        _setup_torch(self.config["threads"])
-        device = _device(self.config["device"])
         data_dir, out_dir = Path(data_dir), Path(out_dir)
-        cfg = self.resolved_config(profile)
-        coco = load_coco(data_dir / "train.json")
-        categories = sorted(coco["categories"], key=lambda c: c["id"])
-        data = TrainSet(data_dir, coco, categories, cfg["augment"]["flip"], seed)
+        device, cfg, categories, data, model, optimizer, work = self._training(data_dir, out_dir, profile, seed)
         target = st.UnlabelledSet(data_dir, cfg["augment"]["flip"], seed) if options["pseudo_labels"] else None
-        work = out_dir / "work"
-        work.mkdir(parents=True, exist_ok=True)
-
-        torch.manual_seed(seed_from(seed, "init"))
-        model = build_model(cfg, len(categories)).to(device)
-        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg["train"]["lr"],
-                                    momentum=cfg["train"]["momentum"], weight_decay=cfg["train"]["weight_decay"])
         teacher = build_model(cfg, len(categories), score_thr=float(options.get("threshold", 0.05))).to(device)
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -205,18 +208,13 @@ class TVMaskRCNN(Segmenter):
                 f"{len(target) if target else 0} unlabelled target images, iterations {start} -> "
                 f"{cfg['train']['max_iters']}, batch {cfg['train']['batch_size']} + {cfg['train']['batch_size']}, "
                 f"options {options}")
-            tcfg = dict(cfg["train"])
-            if self.config["checkpoint_interval"]:
-                tcfg["checkpoint_interval"] = int(self.config["checkpoint_interval"])
+            tcfg = self._schedule(cfg)
             times, counts = st.fit(model, teacher, optimizer, data, target, tcfg, options, start, seed, device,
                                    work, say, CHECKPOINT)
         self._export(teacher, cfg, categories, out_dir)
-        stats = _train_stats(max(start, int(cfg["train"]["max_iters"])), start, times, device)
-        stats.update(schedule_iters=int(load_config(self.config_path(profile))["train"]["max_iters"]),
-                     batch_size=int(cfg["train"]["batch_size"]), input_size=int(cfg["input"]["size"]),
-                     self_training={**options, "exported": "teacher",
-                                    "pseudo_labels_per_image": (float(np.mean(counts)) / int(cfg["train"]["batch_size"])
-                                                                if counts else None)})
+        per_image = float(np.mean(counts)) / int(cfg["train"]["batch_size"]) if counts else None
+        stats = self._stats(profile, cfg, start, times, device,
+                            self_training={**options, "exported": "teacher", "pseudo_labels_per_image": per_image})
         write_json_atomic(out_dir / "train_stats.json", stats, indent=1)
 
     def _export(self, model, cfg: dict[str, Any], categories: list[dict], out_dir: Path) -> None:
@@ -277,12 +275,8 @@ class TVMaskRCNN(Segmenter):
 
     def predict(self, model_dir: Path, images: list[dict], image_root: Path, out_json: Path,
                 progress: bool = True, features_out: Path | None = None) -> None:
-        from harness.data.coco import write_json_atomic
-
-        tap = features.FeatureTap() if features_out else None
-        write_json_atomic(out_json, self.records(model_dir, images, image_root, progress, tap=tap))
-        if tap is not None:
-            tap.save(Path(features_out), [rec["id"] for rec in images])
+        features.write_predictions(lambda tap: self.records(model_dir, images, image_root, progress, tap=tap),
+                                   images, out_json, features_out)
 
     def records(self, model_dir: Path, images: list[dict], image_root: Path, progress: bool = True,
                 reference: bool = False, tap: features.FeatureTap | None = None) -> list[dict[str, Any]]:
