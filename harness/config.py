@@ -33,7 +33,7 @@ OPTIONAL = ("limit", "sample", "targets")
 #: keys added after the first release (see MatrixConfig.hash)
 LATER_KEYS = ("fit_split", "sample", "targets", "feature_gap")
 ENTRY_KEYS = {
-    "segmenters": {"name", "label", "params", "profile", "init", "train_on", "adapters"},
+    "segmenters": {"name", "label", "params", "profile", "init", "train_on", "adapters", "model_seed"},
     "adapters": {"name", "label", "params", "fit_on"},
     "degradations": {"name", "label", "params", "severities"},
     "targets": {"name", "label", "params", "severities", "data", "split", "pool"},
@@ -55,6 +55,7 @@ class Entry:
     only_adapters: list[str] | None = None
     severities: list[int] | None = None
     fit_on: dict[str, Any] | None = None
+    model_seed: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -226,6 +227,11 @@ def _entries(value: Any, key: str, path: Path, severities: list[int] | None,
                 entry.train_on = _train_on(item["train_on"], f"{where}.train_on", path)
             if item.get("adapters") is not None:
                 entry.only_adapters = _labels(item["adapters"], f"{where}.adapters")
+            if item.get("model_seed") is not None:
+                seed = item["model_seed"]
+                if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                    raise HarnessError(f"{where}.model_seed: expected a seed (integer >= 0), got {seed!r}")
+                entry.model_seed = seed
         if key == "adapters" and item.get("fit_on") is not None:
             entry.fit_on = _fit_on(item["fit_on"], f"{where}.fit_on")
         if key == "degradations":
@@ -492,7 +498,7 @@ def _check_segmenter(cfg: MatrixConfig, entry: Entry, registry) -> None:
     train_on = entry.train_on or {}
     if "self_training" in train_on and not hasattr(registry.get("segmenter", entry.name), "self_train"):
         raise HarnessError(f"train_on.self_training: segmenter '{entry.name}' does not implement self-training "
-                           "(tv-mask-rcnn does)")
+                           "(tv-mask-rcnn and mmdet-mask-rcnn do)")
     for deg in train_on.get("augment", []):
         plugin = registry.create("degradation", deg["name"], deg["params"])
         bad = [s for s in deg["severities"] if s not in plugin.severities]

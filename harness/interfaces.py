@@ -62,6 +62,21 @@ class Plugin:
         beside it, taking ``seconds`` from the stage's own clock when absent; None (the default): seconds only."""
         return None
 
+    @classmethod
+    def loss_log(cls, out_dir: Path):
+        """Optional: the loss curve of the ``train`` or ``fit`` that filled ``out_dir``, as a pandas DataFrame with
+        an ``iteration`` column, one column per logged loss and optionally ``lr`` (``harness report`` plots it).
+        The default reads ``losses.csv`` there, which the built-in adapters' fits write; None: nothing logged."""
+        import pandas as pd
+
+        path = Path(out_dir) / "losses.csv"
+        if not path.is_file():
+            return None
+        try:
+            return pd.read_csv(path)
+        except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+            raise HarnessError(f"{path}: not a readable loss log ({type(exc).__name__})") from None
+
 
 class Degradation(Plugin):
     """Turns a clean image into a degraded one.

@@ -129,17 +129,20 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
         features = _features(cfg, segmenter, p.context, data)
         train_data = _trainset(p, registry, seg, data, cfg, real) if seg.train_on else data
         for seed in cfg.seeds:
+            # model_seed: one model, trained at that seed, serves every seed's cells (their fits and
+            # fine-tunes still draw from the cell's seed)
+            train_seed = seed if seg.model_seed is None else seg.model_seed
             train_inputs = {"data": train_data}
             if isinstance(seg.init, dict):
                 train_inputs["init"] = models[(seg.init["segmenter"], seed)]
             elif seg.init:
                 train_inputs["init"] = _init_source(p, seg.init, cfg.path)
             model = models[(seg.label, seed)] = p.add(Stage(
-                "train", {"segmenter": seg_id, "profile": seg.profile, "seed": seed, "model": model_fp,
+                "train", {"segmenter": seg_id, "profile": seg.profile, "seed": train_seed, "model": model_fp,
                           **_self_training_spec(seg)}, train_inputs,
                 runtime=seg_runtime))
             p.label(model, segmenter=seg.label, profile=seg.profile, adapter=None, fitted_on=_trained_on(seg),
-                    seed=seed)
+                    seed=train_seed)
             reference = None
             if features:
                 reference = p.add(Stage("predict", {"segmenter": seg_id, "split": "val", "limit": cfg.limit,

@@ -95,3 +95,26 @@ def test_bad_baseline_entries_name_the_key(registry, dataset, tmp_path, entry, m
     with pytest.raises(HarnessError, match=message) as err:
         config.load(write_config(tmp_path / "m.yaml", raw), registry=registry)
     assert "segmenters[1]" in str(err.value)
+
+
+def test_model_seed_pins_one_model_for_every_seed(registry, dataset, tmp_path):
+    """Training randomness of fine-tunes and fits from the one source model: `model_seed: 0` trains the plain
+    entry once and serves every seed's cells with it; the fine-tunes from it are seeded by the cells' seeds."""
+    segs = [{"name": "threshold", "profile": "tiny", "label": "plain", "model_seed": 0},
+            {"name": "threshold", "profile": "tiny", "label": "tuned", "init": {"segmenter": "plain"},
+             "train_on": AUG, "adapters": ["identity"]}]
+    cfg = load(tmp_path, dataset=dataset, segmenters=segs, seeds=[0, 1, 2])
+    plan = matrix.plan(cfg, registry, Store(tmp_path / "cache"), progress=False)
+    trains = {(c.labels["segmenter"], c.labels["seed"]): c.stages["train"] for c in plan.cells}
+    assert {trains[("plain", s)] for s in (0, 1, 2)} == {trains[("plain", 0)]}
+    assert plan.stages[trains[("plain", 0)]].spec["seed"] == 0
+    tuned = [trains[("tuned", s)] for s in (0, 1, 2)]
+    assert len(set(tuned)) == 3 and [plan.stages[k].spec["seed"] for k in tuned] == [0, 1, 2]
+    assert {plan.stages[k].inputs["init"] for k in tuned} == {trains[("plain", 0)]}
+    # without the key every seed trains its own source model, and keys are as they were
+    plain = load(tmp_path, dataset=dataset, segmenters=[{k: v for k, v in segs[0].items() if k != "model_seed"}],
+                 seeds=[0, 1])
+    keys = {c.stages["train"] for c in matrix.plan(plain, registry, Store(tmp_path / "cache"), progress=False).cells}
+    assert len(keys) == 2 and trains[("plain", 0)] in keys
+    with pytest.raises(HarnessError, match=r"segmenters\[0\].model_seed: expected a seed \(integer >= 0\), got -1"):
+        load(tmp_path, dataset=dataset, segmenters=[{**segs[0], "model_seed": -1}])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import builtin_segmenters
 from harness import config as config_mod
 from harness import matrix
 from harness.cache import Store
@@ -223,3 +224,40 @@ def test_bad_budgets_in_run_json_name_the_file(tmp_path):
     (run / "run.json").write_text(json.dumps({**meta, "budgets": {"not": "a list"}}))
     with pytest.raises(HarnessError, match="run.json: budgets: expected a list of objects"):
         load_page(run)
+
+
+def test_segmenter_training_logs_read_as_loss_curves(tmp_path):
+    """tv-mask-rcnn's train.log and mmengine's scalars.json become (iteration, losses, lr) tables; a resume's
+    repeated iterations keep the last run's line, a killed run's half-written line is skipped."""
+    from plugins.segmenters.train_stats import mmengine_losses, text_log_losses
+
+    log = tmp_path / "train.log"
+    log.write_text("2026-12-01 10:00:00 training tv-mask-rcnn (tiny) on cpu: 4 images\n"
+                   "2026-12-01 10:00:01 iter 2/4 lr 0.010000 loss 2.0000 loss_mask 0.5000 s/it 0.300\n"
+                   "2026-12-01 10:00:02 iter 4/4 lr 0.005000 loss 1.5000 loss_mask 0.4000 s/it 0.310\n"
+                   "2026-12-01 10:01:00 resumed from work/last.pth at iteration 2\n"
+                   "2026-12-01 10:01:02 iter 4/4 lr 0.005000 loss 1.4000 loss_mask 0.4000 s/it 0.320\n")
+    df = text_log_losses(log)
+    assert list(df.columns) == ["iteration", "loss", "loss_mask", "lr"]
+    assert df["iteration"].tolist() == [2, 4] and df["loss"].tolist() == [2.0, 1.4] and df["lr"].tolist() == [0.01, 0.005]
+    assert text_log_losses(tmp_path / "missing.log") is None
+
+    for stamp, lines in (("20261201_100000", ['{"lr": 0.01, "loss": 2.0, "loss_cls": 1.0, "time": 3.0, "iter": 50}',
+                                              '{"lr": 0.02, "loss": 1.0, "loss_cls": 0.5, "time": 3.0, "iter": 100}',
+                                              '{"lr": 0.02, "loss": 1.']),
+                         ("20261201_110000", ['{"lr": 0.02, "loss": 0.9, "loss_cls": 0.4, "time": 3.0, "iter": 100}',
+                                              '{"coco/bbox_mAP": 0.3, "step": 1}'])):
+        (tmp_path / "work" / stamp / "vis_data").mkdir(parents=True)
+        (tmp_path / "work" / stamp / "vis_data" / "scalars.json").write_text("\n".join(lines) + "\n")
+    df = mmengine_losses(tmp_path / "work")
+    assert df.to_dict("list") == {"iteration": [50, 100], "loss": [2.0, 0.9], "loss_cls": [1.0, 0.4], "lr": [0.01, 0.02]}
+    assert mmengine_losses(tmp_path / "nothing") is None
+
+
+@pytest.mark.parametrize("segmenter", builtin_segmenters())
+def test_each_built_in_segmenter_reads_its_own_training_losses(tiny_models, segmenter):
+    """What `harness report` plots per training: both segmenters' loss logs, every iteration of a 2-iteration
+    tiny training (logged at interval 1), with the summed loss and the learning rate."""
+    log = segmenter.loss_log(tiny_models[segmenter.name])
+    assert log["iteration"].tolist() == [1, 2]
+    assert {"loss", "lr"} <= set(log.columns) and log["loss"].gt(0).all()

@@ -1,6 +1,7 @@
 """Mean-teacher self-training on unlabelled target images (issue 13, part 4): the `train_on: {self_training: ...}`
 entry, its trainset (a disjoint half of the train split degraded, or a real target's pool), pseudo-labels, the EMA
-teacher, and a tiny tv-mask-rcnn fit (deterministic, resumable, and ALDI's control without pseudo-labels)."""
+teacher, and tiny tv-mask-rcnn and mmdet-mask-rcnn fits (deterministic, resumable, and ALDI's control without
+pseudo-labels)."""
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ NOISE = {"name": "gaussian_noise", "severities": [2, 4]}
 
 
 def _segmenters(name: str = "tv-mask-rcnn", threshold: float = 0.05) -> list[dict]:
-    params = TINY if name == "tv-mask-rcnn" else {}
+    params = TINY if name in ("tv-mask-rcnn", "mmdet-mask-rcnn") else {}
     base = {"name": name, "profile": "tiny", "params": params}
     return [{**base, "label": "source"},
             {**base, "label": "tuned", "init": {"segmenter": "source"}, "adapters": ["identity"]},
@@ -73,14 +74,19 @@ def test_self_training_must_fine_tune_a_segmenter(dataset, tmp_path):
         _load(tmp_path, dataset=dataset, segmenters=[{"name": "threshold", "profile": "tiny"}, seg])
 
 
-@pytest.mark.parametrize("name", ["threshold", "mmdet-mask-rcnn"])
-def test_segmenters_without_self_training_refuse_it(registry, dataset, tmp_path, name):
-    if name not in registry.names("segmenter"):
-        pytest.skip(f"{name} not registered")
+def test_segmenters_without_self_training_refuse_it(registry, dataset, tmp_path):
+    name = "threshold"
     with pytest.raises(HarnessError, match=f"train_on.self_training: segmenter '{name}' does not implement "
                                            "self-training") as err:
         _load(tmp_path, registry, dataset=dataset, segmenters=_segmenters(name)[:3])
     assert "\n" not in str(err.value) and "segmenters[2]" in str(err.value)
+
+
+def test_mmdet_implements_self_training(registry, dataset, tmp_path):
+    if "mmdet-mask-rcnn" not in registry.names("segmenter"):
+        pytest.skip("mmdet-mask-rcnn not registered")
+    cfg = _load(tmp_path, registry, dataset=dataset, segmenters=_segmenters("mmdet-mask-rcnn"))
+    assert config.self_training_of(cfg.segmenters[2])["target"] == "gaussian_noise"
 
 
 def test_defaults_are_filled_in(dataset, tmp_path):
@@ -248,8 +254,11 @@ def test_an_interrupted_self_training_resumes_bit_for_bit(trained, tmp_path, mon
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_the_matrix_trains_self_training_entries_through_their_stages(registry, dataset, tmp_path):
-    cfg = _load(tmp_path, registry, dataset=dataset, segmenters=_segmenters())
+@pytest.mark.parametrize("name", ["tv-mask-rcnn", "mmdet-mask-rcnn"])
+def test_the_matrix_trains_self_training_entries_through_their_stages(registry, dataset, tmp_path, name):
+    if name not in registry.names("segmenter"):
+        pytest.skip(f"{name} not registered")
+    cfg = _load(tmp_path, registry, dataset=dataset, segmenters=_segmenters(name))
     store = Store(tmp_path / "cache")
     summary = matrix.compute(cfg, registry, {"train"}, store=store, progress=False)
     assert summary["failed"] == 0 and summary["computed"] >= 5  # trainset + 4 trainings
@@ -299,3 +308,102 @@ def test_target_images_without_pseudo_labels_train_as_background(trained, tmp_pa
                                   options)
     stats = json.loads((tmp_path / "e" / "train_stats.json").read_text())
     assert stats["self_training"]["pseudo_labels_per_image"] == 0 and (tmp_path / "e" / "model.pth").is_file()
+
+
+
+# -- mmdet-mask-rcnn: the same loop through mmdet's model ------------------------------------------------------
+OPTIONS = {"threshold": 0.05, "teacher_share": 0.9, "pseudo_labels": True, "weight": 1.0}
+
+
+@pytest.fixture(scope="module")
+def mmdet_source(dataset, tmp_path_factory) -> str:
+    """A 2-iteration mmdet source model (the self-training trainset is the ``trained`` fixture's)."""
+    pytest.importorskip("mmdet")
+    from plugins.segmenters.mmdet_mask_rcnn import MMDetMaskRCNN
+
+    source = tmp_path_factory.mktemp("st-mmdet") / "source"
+    MMDetMaskRCNN(**TINY).train(dataset, source, "tiny", seed=0)
+    return str(source / "model.pth")
+
+
+def _mmdet_self_train(trained, init: str, out: Path, options: dict, **params) -> None:
+    from plugins.segmenters.mmdet_mask_rcnn import MMDetMaskRCNN
+
+    MMDetMaskRCNN(**{**TINY, **params}).self_train(trained["data"], out, "tiny", 0, init, options)
+
+
+def _losses(log: str, key: str) -> list[float]:
+    import re
+
+    return [float(v) for v in re.findall(rf"\b{key} (\S+)", log)]
+
+
+def test_mmdet_self_training_runs_exports_the_teacher_and_is_deterministic(trained, mmdet_source, tmp_path):
+    from plugins.segmenters.mmdet_mask_rcnn import MMDetMaskRCNN
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _mmdet_self_train(trained, mmdet_source, a, OPTIONS)
+    _mmdet_self_train(trained, mmdet_source, b, OPTIONS)
+    sa, sb = _state(a), _state(b)
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    log = (a / "work" / "train.log").read_text()
+    assert _losses(log, "loss_target") and all(np.isfinite(_losses(log, "loss")))
+    stats = json.loads((a / "train_stats.json").read_text())
+    assert stats["iters"] == 2 and stats["batch_size"] == 1 and stats["input_size"] == 128
+    assert stats["self_training"]["exported"] == "teacher" and stats["self_training"]["pseudo_labels_per_image"] > 0
+    assert MMDetMaskRCNN().budget(a) is not None
+    # the export is the teacher (the EMA of the student from the source weights), not the student
+    ckpt = checkpoints.load(a / "work" / "last.pth")
+    src = checkpoints.load(mmdet_source, mmengine=True)["state_dict"]
+    key = "roi_head.bbox_head.fc_cls.weight"
+    assert torch.equal(sa[key], ckpt["teacher"][key]) and not torch.equal(sa[key], src[key])
+    assert (sa[key] - src[key]).abs().max() < (ckpt["model"][key] - src[key]).abs().max()
+    # and it loads and predicts as any trained mmdet model
+    model, _ = MMDetMaskRCNN(threads=1).load_model(a)
+    assert torch.equal(model.state_dict()[key], sa[key])
+
+
+def test_mmdet_control_without_pseudo_labels_runs_and_differs(trained, mmdet_source, tmp_path):
+    _mmdet_self_train(trained, mmdet_source, tmp_path / "c", {"teacher_share": 0.9, "pseudo_labels": False})
+    log = (tmp_path / "c" / "work" / "train.log").read_text()
+    assert "loss_target" not in log and all(np.isfinite(_losses(log, "loss")))
+    stats = json.loads((tmp_path / "c" / "train_stats.json").read_text())
+    assert stats["self_training"]["pseudo_labels"] is False and stats["self_training"]["pseudo_labels_per_image"] == 0
+    key = "roi_head.bbox_head.fc_cls.weight"
+    source = checkpoints.load(mmdet_source, mmengine=True)["state_dict"]
+    assert not torch.equal(_state(tmp_path / "c")[key], source[key])
+
+
+def test_an_interrupted_mmdet_self_training_resumes_bit_for_bit(trained, mmdet_source, tmp_path, monkeypatch):
+    params = {"max_iters": 3, "checkpoint_interval": 1}
+    real_save = checkpoints.save
+    calls = []
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        calls.append(path)
+        if path.name == "last.pth" and len(calls) == 2:
+            raise Killed
+
+    out, straight = tmp_path / "resumed", tmp_path / "straight"
+    monkeypatch.setattr(checkpoints, "save", save_then_die)
+    with pytest.raises(Killed):
+        _mmdet_self_train(trained, mmdet_source, out, OPTIONS, **params)
+    monkeypatch.undo()
+    assert checkpoints.load(out / "work" / "last.pth")["iter"] == 2
+    _mmdet_self_train(trained, mmdet_source, out, OPTIONS, **params)
+    assert json.loads((out / "train_stats.json").read_text())["resumed_from"] == 2
+    _mmdet_self_train(trained, mmdet_source, straight, OPTIONS, **params)
+    a, b = checkpoints.load(out / "work" / "last.pth"), checkpoints.load(straight / "work" / "last.pth")
+    assert a["iter"] == b["iter"] == 3
+    for part in ("model", "teacher"):
+        assert a[part].keys() == b[part].keys() and all(torch.equal(a[part][k], b[part][k]) for k in b[part])
+    sa, sb = _state(out), _state(straight)
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_mmdet_target_images_without_pseudo_labels_train_as_background(trained, mmdet_source, tmp_path):
+    _mmdet_self_train(trained, mmdet_source, tmp_path / "e", {**OPTIONS, "threshold": 0.999})
+    stats = json.loads((tmp_path / "e" / "train_stats.json").read_text())
+    assert stats["self_training"]["pseudo_labels_per_image"] == 0
+    assert all(np.isfinite(_losses((tmp_path / "e" / "work" / "train.log").read_text(), "loss_target")))

@@ -446,22 +446,39 @@ def plots(view: RunView, results: pd.DataFrame, out: Path, examples: int = 4) ->
     return made
 
 
-def loss_logs(view: RunView) -> list[tuple[Path, str, str]]:
-    """(losses.csv, plot file name, title) of every fit in run.json ``budgets`` whose stage folder is in the cache
-    and logged its losses (CycleGAN, DnCNN), once per fit however many rows it serves."""
-    rows: dict[str, list[dict]] = {}
+def loss_logs(view: RunView) -> list[tuple[Any, str, str]]:
+    """(loss log, plot file name, title) of every fit and training in run.json ``budgets`` whose stage folder is
+    in the cache and whose plugin logged its losses (``Plugin.loss_log``: the fits' losses.csv, the segmenters'
+    own training logs), once per stage however many rows it serves."""
+    from harness.registry import default_registry
+
+    registry = default_registry()
+    rows: dict[tuple[str, str], list[dict]] = {}
     for b in view.meta.get("budgets") or []:
-        if b.get("kind") == "fit":
-            rows.setdefault(b["stage"], []).append(b)
+        if b.get("kind") in ("fit", "train"):
+            rows.setdefault((b["kind"], b["stage"]), []).append(b)
     out = []
-    for key, served in rows.items():
-        folder = view.store.path("fit", key)
-        if not (view.store.done("fit", key) and (folder / "losses.csv").is_file()):
+    for (kind, key), served in rows.items():
+        folder = view.store.path(kind, key)
+        if not view.store.done(kind, key):
+            continue
+        spec = json.loads((folder / "stage.json").read_text())["stage"]["spec"]
+        plugin = spec.get("adapter" if kind == "fit" else "segmenter") or {}
+        try:
+            cls = registry.get(plugin.get("kind", "adapter" if kind == "fit" else "segmenter"), plugin.get("name"))
+        except HarnessError:
+            continue  # a plugin no longer installed: its table row stays, its curve cannot be read
+        log = cls.loss_log(folder)
+        if log is None or log.empty:
             continue
         first = served[0]
-        adapters = ", ".join(dict.fromkeys(str(b.get("adapter")) for b in served))
-        out.append((folder / "losses.csv", f"losses-{_slug(adapters)}-{key.split('-', 1)[-1][:10]}.png",
-                    f"Losses of {adapters} fitted on {first.get('fitted_on')}, seed {first.get('seed')}"))
+        if kind == "fit":
+            what = ", ".join(dict.fromkeys(str(b.get("adapter")) for b in served))
+        else:
+            what = ", ".join(dict.fromkeys(f"{b.get('segmenter')} ({b.get('profile')})" for b in served))
+        out.append((log, f"losses-{_slug(what)}-{key.split('-', 1)[-1][:10]}.png",
+                    f"Losses of {what} {'fitted' if kind == 'fit' else 'trained'} on {first.get('fitted_on')}, "
+                    f"seed {first.get('seed')}"))
     return out
 
 

@@ -287,14 +287,18 @@ def fidelity_vs_gain(results: pd.DataFrame, out: str | Path, iou_type: str = "se
 LOSS_LOG_OTHER = ("iteration", "lr", "seconds")
 
 
-def loss_curves(losses_csv: str | Path, out: str | Path, title: str) -> Path:
-    """A fit's logged losses (its ``losses.csv``: means over each logging interval) against iteration, one panel
-    per loss on its own scale, and the learning rate: whether it converged or was still moving when it stopped."""
-    path = Path(losses_csv)
-    try:
-        df = pd.read_csv(path)
-    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-        raise HarnessError(f"{path}: not a readable loss log ({type(exc).__name__})") from None
+def loss_curves(log, out: str | Path, title: str) -> Path:
+    """A training's logged losses (a DataFrame from ``Plugin.loss_log``, or a fit's ``losses.csv``: means over
+    each logging interval) against iteration, one panel per loss on its own scale, and the learning rate:
+    whether it converged or was still moving when it stopped."""
+    if isinstance(log, pd.DataFrame):
+        df, path = log, Path(out)
+    else:
+        path = Path(log)
+        try:
+            df = pd.read_csv(path)
+        except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+            raise HarnessError(f"{path}: not a readable loss log ({type(exc).__name__})") from None
     if "iteration" not in df.columns:
         raise HarnessError(f"{path}: no 'iteration' column (expected iteration, LOSS..., lr, seconds)")
     losses = [c for c in df.columns if c not in LOSS_LOG_OTHER]

@@ -142,6 +142,93 @@ class MMDetMaskRCNN(Segmenter):
     def budget(self, out_dir: Path) -> dict[str, Any] | None:
         return train_stats.budget(out_dir)
 
+    @classmethod
+    def loss_log(cls, out_dir: Path):
+        """mmengine's logged scalars of a training; self-training (its own loop) logs to ``work/train.log``."""
+        work = Path(out_dir) / "work"
+        log = train_stats.mmengine_losses(work)
+        return log if log is not None else train_stats.text_log_losses(work / "train.log")
+
+    #: implements ``train_on: {self_training: ...}`` (harness.config refuses it for segmenters without ``self_train``)
+    def self_train(self, data_dir: Path, out_dir: Path, profile: str, seed: int, init: str | None,
+                   options: dict[str, Any]) -> None:
+        """Mean-teacher self-training from ``init``, the recipe, loop and outputs of ``tv-mask-rcnn``'s
+        (``plugins/segmenters/self_training.py``): student and EMA teacher are two models of the profile's config,
+        fed through the differentiable input path of ``loss_fn`` instead of mmengine's Runner (whose data
+        pipeline knows no unlabelled stream), with the config's optimizer, gradient clip, learning-rate schedule
+        and flips; exports the teacher."""
+        import copy
+
+        import torch
+        from mmengine.optim import build_optim_wrapper
+
+        from harness import atomic, checkpoints
+        from harness.data.coco import load_coco, write_json_atomic
+        from harness.hashing import seed_from
+        from plugins.segmenters import self_training as st
+        from plugins.segmenters.tv_mask_rcnn import CHECKPOINT, TrainSet, _logger, _train_stats
+
+        _setup_torch(self.config["threads"])
+        checkpoints.allow_mmengine_checkpoints()
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+
+        register_all_modules(init_default_scope=True)
+        data_dir, out_dir = Path(data_dir), Path(out_dir)
+        coco = load_coco(data_dir / "train.json")
+        categories = sorted(coco["categories"], key=lambda c: c["id"])
+        classes = [c["name"] for c in categories]
+        work = out_dir / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        cfg = self.build_config(profile, data_dir, classes, work, seed, init)
+        cfg.device = device = _device(self.config["device"])
+        where = str(self.config_path(profile))
+        pipeline = cfg.train_dataloader.dataset.pipeline
+        flip = _flips(pipeline, where)
+        data = TrainSet(data_dir, coco, categories, flip, seed)
+        target = st.UnlabelledSet(data_dir, flip, seed) if options["pseudo_labels"] else None
+        torch.manual_seed(seed_from(seed, "init"))
+        student = MODELS.build(cfg.model).to(device)
+        teacher_cfg = copy.deepcopy(cfg.model)
+        teacher_cfg.test_cfg.rcnn.score_thr = float(options.get("threshold", 0.05))
+        teacher = MODELS.build(teacher_cfg).to(device)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        optimizer = build_optim_wrapper(student, cfg.optim_wrapper).optimizer
+        lrs = _lr_schedule(cfg, where)
+        tcfg = {"max_iters": int(cfg.train_cfg.max_iters), "batch_size": int(cfg.train_dataloader.batch_size),
+                "clip_grad_norm": _clip_norm(cfg, where), "log_interval": int(cfg.default_hooks.logger.interval),
+                "checkpoint_interval": int(cfg.default_hooks.checkpoint.interval)}
+        train_scale = _resize_scale(pipeline)
+        test_scale = _resize_scale(cfg.get("test_pipeline") or pipeline)
+        with open(work / "train.log", "a") as logfile:
+            say = _logger(logfile)
+            start = 0
+            atomic.remove_leftovers(work)
+            if (work / CHECKPOINT).is_file():
+                start = st.resume(student, teacher, optimizer, work / CHECKPOINT)
+                say(f"resumed from {work / CHECKPOINT} at iteration {start}")
+            elif init:
+                _load_weights(student, init)
+                teacher.load_state_dict(copy.deepcopy(student.state_dict()))
+            else:
+                raise HarnessError(f"segmenter '{self.name}': self-training fine-tunes a source model: give the "
+                                   "entry init: {segmenter: LABEL}")
+            batch = tcfg["batch_size"]
+            say(f"self-training {self.name} ({profile}) on {device}: {len(data)} labelled source images, "
+                f"{len(target) if target else 0} unlabelled target images, iterations {start} -> "
+                f"{tcfg['max_iters']}, batch {batch} + {batch}, options {options}")
+            times, counts = st.fit(
+                student, teacher, optimizer, data, target, tcfg, options, start, seed, device, work, say,
+                student_loss=lambda ims, tgts: model_loss(student, ims, tgts, train_scale, rgb=True),
+                teacher_detect=lambda ims: _detect(teacher, ims, test_scale), lr_at=lrs.__getitem__,
+                name=self.name, checkpoint=CHECKPOINT)
+        self._export(teacher, cfg, classes, out_dir)
+        per_image = float(np.mean(counts)) / batch if counts else None
+        stats = {**_train_stats(max(start, tcfg["max_iters"]), start, times, device), **self._schedule(profile, cfg),
+                 "self_training": {**options, "exported": "teacher", "pseudo_labels_per_image": per_image}}
+        write_json_atomic(out_dir / "train_stats.json", stats, indent=1)
+
     def _export(self, model, cfg, classes: list[str], out_dir: Path) -> None:
         from harness import checkpoints
 
@@ -183,59 +270,18 @@ class MMDetMaskRCNN(Segmenter):
         inputs made as the training pipeline and data preprocessor make them, but differentiably: a bilinear
         resize to the pipeline's ``Resize`` scale, the preprocessor's channel order, mean and std, and its padding
         to ``pad_size_divisor``. Every weight is frozen and the norm layers stay in eval mode."""
-        import torch
-        import torch.nn.functional as F
-        from mmdet.structures import DetDataSample
-        from mmdet.structures.mask import BitmapMasks
-        from mmengine.structures import InstanceData
-
         from plugins.segmenters.tv_mask_rcnn import frozen_train_mode
 
         model, cfg = self.load_model(model_dir)
         model.to(device)
         for param in model.parameters():
             param.requires_grad_(False)
-        pre = model.data_preprocessor
-        pipeline = cfg.get("train_pipeline") or cfg.train_dataloader.dataset.pipeline
-        resize = [t for t in pipeline if t.get("type") == "Resize" and "scale" in t]
-        scale = tuple(resize[0]["scale"]) if resize else None
-        divisor = int(getattr(pre, "pad_size_divisor", 1) or 1)
+        scale = _resize_scale(cfg.get("train_pipeline") or cfg.train_dataloader.dataset.pipeline)
 
         def loss(images, targets):
             frozen_train_mode(model)
-            x = images * 255.0
-            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else (x.flip(1) if pre._channel_conversion else x)
-            h, w = x.shape[-2:]
-            factor = 1.0
-            if scale is not None:  # mmcv's keep_ratio rescale: fit the long side and the short side
-                factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
-            nh, nw = int(h * factor + 0.5), int(w * factor + 0.5)
-            if (nh, nw) != (h, w):
-                x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
-            if pre._enable_normalize:
-                x = (x - pre.mean.to(x)) / pre.std.to(x)
-            ph, pw = -nh % divisor, -nw % divisor
-            x = F.pad(x, (0, pw, 0, ph), value=float(pre.pad_value))
-            sx, sy = nw / w, nh / h
-            samples = []
-            for t in targets:
-                masks = t["masks"].to(torch.uint8).reshape(-1, h, w)
-                if (nh, nw) != (h, w) and len(masks):
-                    masks = F.interpolate(masks[:, None].float(), size=(nh, nw), mode="nearest")[:, 0].to(torch.uint8)
-                sample = DetDataSample(metainfo={"img_shape": (nh, nw), "ori_shape": (h, w),
-                                                 "scale_factor": (sx, sy), "pad_shape": (nh + ph, nw + pw),
-                                                 "batch_input_shape": (nh + ph, nw + pw)})
-                boxes = t["boxes"].to(x.dtype).reshape(-1, 4) * x.new_tensor([sx, sy, sx, sy])
-                sample.gt_instances = InstanceData(
-                    bboxes=boxes, labels=torch.as_tensor(t["labels"], dtype=torch.int64, device=x.device) - 1,
-                    masks=BitmapMasks(masks.cpu().numpy(), nh, nw).pad((nh + ph, nw + pw), pad_val=0))
-                samples.append(sample)
-            losses = model.loss(x, samples)
+            total = model_loss(model, list(images), targets, scale, rgb=False)
             model.eval()
-            total = 0
-            for key, value in losses.items():
-                if "loss" in key:
-                    total = total + (sum(v.mean() for v in value) if isinstance(value, (list, tuple)) else value.mean())
             return total
 
         loss.model = model
@@ -287,6 +333,156 @@ class MMDetMaskRCNN(Segmenter):
                 bar.update(len(chunk))
         bar.close()
         return results
+
+
+# -- the differentiable input path (loss_fn, self-training) -------------------------------------
+def _resize_scale(pipeline) -> tuple[int, int] | None:
+    resize = [t for t in pipeline if t.get("type") == "Resize" and "scale" in t]
+    return tuple(resize[0]["scale"]) if resize else None
+
+
+def _batch(model, images: list, targets: list[dict] | None, scale: tuple[int, int] | None, rgb: bool):
+    """mmdet's (inputs, data samples) from float 3xHxW (or 1xHxW gray) images in [0, 1], RGB if ``rgb`` else
+    BGR, as the pipeline and data preprocessor make them but differentiably: a bilinear resize to ``scale``
+    (mmcv's keep-ratio rule), the preprocessor's channel order, mean and std, and its padding of the batch to
+    ``pad_size_divisor``; ``targets`` (boxes xyxy at image size, 1-based labels, masks NxHxW) follow the resize."""
+    import torch
+    import torch.nn.functional as F
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+
+    pre = model.data_preprocessor
+    divisor = int(getattr(pre, "pad_size_divisor", 1) or 1)
+    inputs, metas = [], []
+    for image in images:
+        x = image * 255.0
+        x = x.expand(3, -1, -1) if x.shape[0] == 1 else (x.flip(0) if pre._channel_conversion != rgb else x)
+        h, w = x.shape[-2:]
+        factor = 1.0
+        if scale is not None:  # mmcv's keep_ratio rescale: fit the long side and the short side
+            factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+        nh, nw = int(h * factor + 0.5), int(w * factor + 0.5)
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+        if pre._enable_normalize:
+            x = (x - pre.mean.to(x)) / pre.std.to(x)
+        inputs.append(x)
+        metas.append({"img_shape": (nh, nw), "ori_shape": (h, w), "scale_factor": (nw / w, nh / h),
+                      "pad_shape": (-(-nh // divisor) * divisor, -(-nw // divisor) * divisor)})
+    bh, bw = (max(m["pad_shape"][i] for m in metas) for i in (0, 1))
+    x = torch.stack([F.pad(im, (0, bw - im.shape[-1], 0, bh - im.shape[-2]), value=float(pre.pad_value))
+                     for im in inputs])
+    samples = []
+    for k, meta in enumerate(metas):
+        sample = DetDataSample(metainfo={**meta, "batch_input_shape": (bh, bw)})
+        if targets is not None:
+            t, (h, w), (nh, nw) = targets[k], meta["ori_shape"], meta["img_shape"]
+            masks = t["masks"].to(torch.uint8).reshape(-1, h, w)
+            if (nh, nw) != (h, w) and len(masks):
+                masks = F.interpolate(masks[:, None].float(), size=(nh, nw), mode="nearest")[:, 0].to(torch.uint8)
+            sx, sy = meta["scale_factor"]
+            sample.gt_instances = InstanceData(
+                bboxes=t["boxes"].to(x.dtype).reshape(-1, 4) * x.new_tensor([sx, sy, sx, sy]),
+                labels=torch.as_tensor(t["labels"], dtype=torch.int64, device=x.device) - 1,
+                masks=BitmapMasks(masks.cpu().numpy(), nh, nw).pad((bh, bw), pad_val=0))
+        samples.append(sample)
+    return x, samples
+
+
+def model_loss(model, images: list, targets: list[dict], scale: tuple[int, int] | None, rgb: bool):
+    """``model.loss`` (RPN + box + mask) on ``_batch``'s inputs, summed as mmengine's ``parse_losses`` does: the
+    frozen model's loss of ``loss_fn`` and the student's of self-training. Leaves the model's mode as it is."""
+    losses = model.loss(*_batch(model, images, targets, scale, rgb))
+    total = 0
+    for key, value in losses.items():
+        if "loss" in key:
+            total = total + (sum(v.mean() for v in value) if isinstance(value, (list, tuple)) else value.mean())
+    return total
+
+
+def _detect(model, images: list, scale: tuple[int, int] | None) -> list[dict[str, Any]]:
+    """The teacher's detections on RGB images, in torchvision's eval format (what ``self_training.pseudo_labels``
+    reads): boxes and binary masks at image size, 1-based labels."""
+    out = []
+    for sample in model.predict(*_batch(model, images, None, scale, rgb=True), rescale=True):
+        inst = sample.pred_instances
+        out.append({"boxes": inst.bboxes, "labels": inst.labels + 1, "scores": inst.scores,
+                    "masks": inst.masks.float()})
+    return out
+
+
+def _flips(pipeline, where: str) -> dict[str, float]:
+    """The train pipeline's ``RandomFlip`` as ``{direction: probability}``, read as mmcv reads it (a single
+    ``prob`` is shared out evenly over the directions)."""
+    for t in pipeline:
+        if t.get("type") != "RandomFlip" or not t.get("prob"):
+            continue
+        direction = t.get("direction", "horizontal")
+        directions = [direction] if isinstance(direction, str) else list(direction)
+        prob = t["prob"]
+        probs = list(prob) if isinstance(prob, (list, tuple)) else [float(prob) / len(directions)] * len(directions)
+        if len(probs) != len(directions) or set(directions) - {"horizontal", "vertical", "diagonal"}:
+            raise HarnessError(f"{where}: RandomFlip needs one prob per direction among horizontal, vertical, "
+                               "diagonal")
+        return {d: float(p) for d, p in zip(directions, probs)}
+    return {}
+
+
+def _lr_schedule(cfg, where: str) -> list[float]:
+    """Each iteration's learning rate as mmengine's Runner sets it: the config's ``param_scheduler`` stepped on a
+    one-parameter optimiser, so it is a function of the iteration and a resume needs no scheduler state."""
+    import torch
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=float(cfg.optim_wrapper.optimizer.lr))
+    specs = cfg.get("param_scheduler") or []
+    schedulers = []
+    for i, spec in enumerate([specs] if isinstance(specs, dict) else specs):
+        if spec.get("by_epoch", True):
+            raise HarnessError(f"{where}: param_scheduler[{i}] counts epochs; self-training counts iterations "
+                               "(by_epoch=False)")
+        scheduler = PARAM_SCHEDULERS.build(dict(spec), default_args=dict(optimizer=dummy))
+        if scheduler.param_name != "lr":
+            raise HarnessError(f"{where}: param_scheduler[{i}] schedules '{scheduler.param_name}'; self-training "
+                               "schedules the learning rate only")
+        schedulers.append(scheduler)
+    lrs = []
+    for _ in range(int(cfg.train_cfg.max_iters)):
+        lrs.append(float(dummy.param_groups[0]["lr"]))
+        dummy.step()
+        for scheduler in schedulers:
+            scheduler.step()
+    return lrs
+
+
+def _clip_norm(cfg, where: str) -> float | None:
+    clip = cfg.optim_wrapper.get("clip_grad")
+    if not clip:
+        return None
+    if clip.get("type", "norm") != "norm" or float(clip.get("norm_type", 2)) != 2:
+        raise HarnessError(f"{where}: optim_wrapper.clip_grad: self-training clips the L2 norm only "
+                           "(norm_type=2)")
+    return float(clip["max_norm"])
+
+
+def _load_weights(model, init: str) -> None:
+    """``init``'s weights (a slim export or an mmengine checkpoint), every tensor of the model."""
+    from harness import checkpoints
+
+    if "://" in init:
+        raise HarnessError(f"{init}: self-training starts from a local checkpoint (a trained model.pth)")
+    ckpt = checkpoints.load(init, mmengine=True)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise HarnessError(f"{init}: not a state dict")
+    own = model.state_dict()
+    bad = [k for k, v in state.items() if k in own and getattr(v, "shape", None) != own[k].shape]
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if bad or missing or unexpected:
+        raise HarnessError(f"{init}: weights do not fit this model config (missing {len(missing)}, unexpected "
+                           f"{len(unexpected)}, other shape {len(bad)})")
+    model.load_state_dict(state)
 
 
 def _to_coco(image_id: int, inst, mask_utils) -> list[dict[str, Any]]:

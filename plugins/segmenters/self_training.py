@@ -1,4 +1,6 @@
-"""Mean-teacher self-training on unlabelled target images (``train_on: {self_training: ...}``), for ``tv-mask-rcnn``.
+"""Mean-teacher self-training on unlabelled target images (``train_on: {self_training: ...}``), for ``tv-mask-rcnn``
+and ``mmdet-mask-rcnn``: one loop (``fit``), to which each segmenter gives its student's loss and its teacher's
+detections as callables on image tensors, so both follow the same recipe on the same seeded streams.
 
 The recipe of Unbiased Teacher, Adaptive Teacher and ALDI, fine-tuning a source model: every iteration an EMA
 *teacher* predicts on weakly augmented unlabelled target images (the model config's flips only); its detections
@@ -15,14 +17,20 @@ augmentation and EMA, so the difference between the two rows is the pseudo-label
 
 Determinism: which images, flips and augmentation parameters an iteration sees are functions of (seed,
 iteration), and ``torch.manual_seed`` is set per iteration, so a resumed training (its checkpoint holds student,
-teacher and optimizer) equals an uninterrupted one bit for bit, as for ``tv-mask-rcnn``'s plain training.
+teacher, optimizer and iteration; the learning rate is a function of the iteration) equals an uninterrupted
+one bit for bit, as the segmenters' plain trainings do.
+
+``mmdet-mask-rcnn`` runs it outside mmengine's Runner: ``tv-mask-rcnn``'s ``TrainSet`` gives the labelled source
+batches at image size (flips from the config's ``RandomFlip``), its ``loss_fn`` input path (a differentiable
+resize, normalisation and padding) feeds both models, and the optimizer, gradient clip and learning rate per
+iteration (``param_scheduler`` replayed) come from the model config.
 """
 from __future__ import annotations
 
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -164,13 +172,22 @@ class UnlabelledSet:
 
 # -- the loop ----------------------------------------------------------------------------------
 def fit(student, teacher, optimizer, source, target: UnlabelledSet | None, tcfg: dict[str, Any],
-        options: dict[str, Any], start: int, seed: int, device: str, work: Path, say,
-        checkpoint: str = "last.pth") -> tuple[list[float], list[int]]:
-    """The self-training SGD loop from iteration ``start``; returns each iteration's seconds and pseudo-label
-    count. ``target`` may be None with ``pseudo_labels: false``."""
+        options: dict[str, Any], start: int, seed: int, device: str, work: Path, say, *,
+        student_loss: Callable[[list, list[dict]], Any], teacher_detect: Callable[[list], list[dict]],
+        lr_at: Callable[[int], float], name: str, checkpoint: str = "last.pth") -> tuple[list[float], list[int]]:
+    """The self-training SGD loop from iteration ``start``, shared by the segmenters; returns each iteration's
+    seconds and pseudo-label count. ``target`` may be None with ``pseudo_labels: false``.
+
+    The segmenter gives its models (``student``, ``teacher``: modules, for train/eval modes, the EMA and the
+    checkpoint), the torch ``optimizer`` of the student, and callables on float RGB 3xHxW images in [0, 1] at
+    image size: ``student_loss(images, targets)``, the student's summed training loss (targets as
+    ``TrainSet`` makes them: ``boxes`` xyxy, 1-based ``labels``, ``masks`` NxHxW uint8) and
+    ``teacher_detect(images)``, the teacher's detections as ``pseudo_labels`` reads them; ``lr_at(it)`` is the
+    learning rate of iteration ``it``, a function of the iteration alone so a resume needs no scheduler state.
+    ``tcfg`` has ``max_iters``, ``batch_size``, ``clip_grad_norm``, ``log_interval``, ``checkpoint_interval``."""
     import torch
 
-    from plugins.segmenters.tv_mask_rcnn import _cpu_state, lr_at
+    from plugins.segmenters.tv_mask_rcnn import _cpu_state
 
     student.train()
     teacher.eval()
@@ -183,29 +200,27 @@ def fit(student, teacher, optimizer, source, target: UnlabelledSet | None, tcfg:
     window: dict[str, list[float]] = {}
     for it in range(start, max_iters):
         tic = time.perf_counter()
-        lr = lr_at(tcfg, it)
+        lr = lr_at(it)
         for group in optimizer.param_groups:
             group["lr"] = lr
         torch.manual_seed(seed_from(seed, "iter", it))  # the samplers' draws, the same after a resume
         images, targets = source.batch(it, batch, device)
         images = [strong_augment(im, _rng(seed, "source-strong", it, k)) for k, im in enumerate(images)]
-        losses = student(images, targets)
-        loss = sum(losses.values())
+        loss = student_loss(images, targets)
         logged = {"loss_source": float(loss.detach())}
         n_pseudo = 0
         if use_pseudo:
             weak = target.batch(it, batch, device)
             with torch.no_grad():
-                pseudo = [pseudo_labels(d, threshold) for d in teacher(weak)]
+                pseudo = [pseudo_labels(d, threshold) for d in teacher_detect(weak)]
             n_pseudo = sum(len(p["labels"]) for p in pseudo)
             strong = [strong_augment(im, _rng(seed, "target-strong", it, k)) for k, im in enumerate(weak)]
-            target_losses = student(strong, [{k: v.to(device) for k, v in p.items()} for p in pseudo])
-            target_loss = sum(target_losses.values())
+            target_loss = student_loss(strong, [{k: v.to(device) for k, v in p.items()} for p in pseudo])
             logged["loss_target"] = float(target_loss.detach())
             loss = loss + weight * target_loss
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise HarnessError(f"segmenter 'tv-mask-rcnn': self-training loss became {value} at iteration {it + 1} "
+            raise HarnessError(f"segmenter '{name}': self-training loss became {value} at iteration {it + 1} "
                                "(lower train.lr, or the weight of the pseudo-label loss)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -174,6 +174,10 @@ class TVMaskRCNN(Segmenter):
     def budget(self, out_dir: Path) -> dict[str, Any] | None:
         return train_stats.budget(out_dir)
 
+    @classmethod
+    def loss_log(cls, out_dir: Path):
+        return train_stats.text_log_losses(Path(out_dir) / "work" / "train.log")
+
     #: implements ``train_on: {self_training: ...}`` (harness.config refuses it for segmenters without ``self_train``)
     def self_train(self, data_dir: Path, out_dir: Path, profile: str, seed: int, init: str | None,
                    options: dict[str, Any]) -> None:
@@ -210,7 +214,9 @@ class TVMaskRCNN(Segmenter):
                 f"options {options}")
             tcfg = self._schedule(cfg)
             times, counts = st.fit(model, teacher, optimizer, data, target, tcfg, options, start, seed, device,
-                                   work, say, CHECKPOINT)
+                                   work, say, student_loss=lambda ims, tgts: sum(model(ims, tgts).values()),
+                                   teacher_detect=teacher, lr_at=lambda it: lr_at(tcfg, it), name=self.name,
+                                   checkpoint=CHECKPOINT)
         self._export(teacher, cfg, categories, out_dir)
         per_image = float(np.mean(counts)) / int(cfg["train"]["batch_size"]) if counts else None
         stats = self._stats(profile, cfg, start, times, device,
