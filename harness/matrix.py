@@ -2,7 +2,8 @@
 
 Run folder (named by the config's content hash unless ``--out`` is given)::
 
-    run.json      provenance: config + hash, dataset fingerprint, package versions, counts
+    run.json      provenance: config + hash, dataset fingerprint, package versions, counts, and what each
+                  row used of each target (``methods``: its labels, true degradation, unlabelled images)
     config.yaml   the config as given
     cells.jsonl   one line per cell: its labels, status and error
     results.csv   tidy metric rows of every finished cell (what `harness leaderboard` reads)
@@ -29,6 +30,7 @@ from harness.cache import Store, holding_lock
 from harness.config import Entry, MatrixConfig, oracle_of, self_training_of
 from harness.errors import HarnessError
 from harness.hashing import stable_hash
+from harness.methods import methods as methods_of
 from harness.stages import KINDS as STAGE_KINDS
 from harness.stages import Context, Stage
 
@@ -62,6 +64,8 @@ class Plan:
     plugins: dict[str, dict[str, str]] = field(default_factory=dict)
     #: train/fit stage key -> the labels of each table row it belongs to (run.json ``budgets``)
     trained: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: what each row used of each target (run.json ``methods``, see harness.methods)
+    methods: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, stage: Stage) -> str:
         self.stages.setdefault(stage.key, stage)
@@ -113,6 +117,7 @@ def plan(cfg: MatrixConfig, registry, store: Store, progress: bool = True) -> Pl
     if cfg.sample:
         view["sample"] = cfg.sample
     p.plugins = _versions_of(cfg, registry)
+    p.methods = methods_of(cfg, registry)
     deg_ids = {d.label: _identity(registry, d) for d in cfg.degradations if d.name != "none"}
     adapters = {a.label: registry.create(a.kind, a.name, a.params) for a in cfg.adapters}
     ad_ids = {label: plugin.identity() for label, plugin in adapters.items()}
@@ -675,6 +680,8 @@ def _write_run(out: Path, cfg: MatrixConfig, p: Plan, cell_state: dict[str, dict
         run_info["targets"] = p.targets
     if p.plugins:
         run_info["plugins"] = p.plugins
+    if p.methods:
+        run_info["methods"] = p.methods
     budgets = _budgets(p, store)
     if budgets:
         run_info["budgets"] = budgets

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from harness import atomic
 from harness.leaderboard.run import Page, iou_types, load_page
-from harness.leaderboard.sections import (baselines, budget, classes, delta, failed, featuregap, gap, header, metrics,
-                                          notes, plots, robustness, scale, summary)
+from harness.leaderboard.sections import (baselines, budget, classes, delta, failed, featuregap, gap, header, methods,
+                                          metrics, notes, plots, robustness, scale, summary)
 
-BEFORE = (header, summary, robustness, baselines, gap, featuregap, budget)
+BEFORE = (header, summary, robustness, baselines, gap, methods, featuregap, budget)
 #: repeated for each IoU type, between BEFORE and AFTER
 PER_IOU = (metrics, delta, scale, classes)
 AFTER = (failed, notes, plots)

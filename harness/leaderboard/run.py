@@ -18,6 +18,8 @@ from harness.leaderboard.schema import (BASELINE_COLUMNS, BASELINES, COCO_METRIC
                                         IOU_ORDER, KEY, MEASURES, PLOTS_MANIFEST, RESULT_COLUMNS, ROW, SELECTION,
                                         SELECTION_COLUMNS, SETTING, SIGNIFICANCE, SIGNIFICANCE_COLUMNS,
                                         SIGNIFICANCE_KEY)
+from harness.methods import FIELDS as METHOD_FIELDS
+from harness.methods import KINDS as METHOD_KINDS
 
 
 @dataclass
@@ -74,6 +76,11 @@ def load_run(run_dir: str | Path) -> Run:
     budgets = meta.get("budgets", [])
     if not isinstance(budgets, list) or not all(isinstance(b, dict) and "kind" in b for b in budgets):
         raise HarnessError(f"{meta_path}: budgets: expected a list of objects with a 'kind' (train or fit)")
+    methods = meta.get("methods", [])
+    if not isinstance(methods, list) or not all(isinstance(m, dict) and set(METHOD_FIELDS) <= set(m)
+                                                and m["kind"] in METHOD_KINDS for m in methods):
+        raise HarnessError(f"{meta_path}: methods: expected a list of objects with {', '.join(METHOD_FIELDS)} "
+                           f"(kind one of {', '.join(METHOD_KINDS)})")
     notices: list[str] = []
     results = _load_results(run_dir / "results.csv", notices)
     cells = _load_cells(run_dir / "cells.jsonl", notices)
@@ -108,6 +115,9 @@ def merge(runs: list[Run]) -> Run:
     budgets = [b for r in runs for b in r.meta.get("budgets") or []]
     if budgets:
         meta["budgets"] = [b for i, b in enumerate(budgets) if b not in budgets[:i]]
+    methods = [m for r in runs for m in r.meta.get("methods") or []]
+    if methods:
+        meta["methods"] = [m for i, m in enumerate(methods) if m not in methods[:i]]
     gaps = [r.gap for r in runs if r.gap is not None]
     selections = [r.selection for r in runs if r.selection is not None]
     return Run(meta, cells, results, notices, significance,

@@ -8,6 +8,12 @@ from harness.leaderboard.run import Page
 from harness.leaderboard.schema import IOU_ORDER
 
 
+def delta_text(r) -> str:
+    """A baselines.csv row's gain over the plain segmenter: `Δ [lo, hi]`, * where the interval excludes 0."""
+    return (f"{fmt(100 * r['delta'], True)} [{fmt(100 * r['lo'], True)}, {fmt(100 * r['hi'], True)}]"
+            f"{'*' if r['significant'] else ''}")
+
+
 def lines(page: Page) -> list[str]:
     df = page.run.baselines
     if df is None or df.empty:
@@ -33,9 +39,7 @@ def lines(page: Page) -> list[str]:
                     cells.append("—")
                     continue
                 r = hit.iloc[-1]
-                cells.append(f"{fmt(100 * r['value'], False)} ({fmt(100 * r['delta'], True)} "
-                             f"[{fmt(100 * r['lo'], True)}, {fmt(100 * r['hi'], True)}]"
-                             f"{'*' if r['significant'] else ''})")
+                cells.append(f"{fmt(100 * r['value'], False)} ({delta_text(r)})")
             body.append([esc(segmenter_label(seg, prof)), esc(ad), esc(ref), *cells])
         out += [f"### {IOU_TITLES[iou]}", ""] + md_table(header, body, 3) + [""]
     return out

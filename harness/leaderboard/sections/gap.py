@@ -10,7 +10,8 @@ from harness.leaderboard.run import Page
 from harness.leaderboard.schema import IOU_ORDER
 
 
-def _cell(r) -> str:
+def gap_text(r) -> str:
+    """A gap.csv row's gap closed with its interval, or "—" and why it is not shown."""
     if not r["shown"]:
         return f"— ({esc(r['reason'])})"
     return f"{fmt(r['gap_closed'], False, 0)} % [{fmt(r['lo'], False, 0)}, {fmt(r['hi'], False, 0)}]"
@@ -52,7 +53,7 @@ def lines(page: Page) -> list[str]:
             for deg, sev in settings:
                 hit = sub[(sub["segmenter"] == seg) & (sub["adapter"] == ad) & (sub["reference_segmenter"] == ref)
                           & (sub["oracle"] == oracle) & (sub["degradation"] == deg) & (sub["severity"] == sev)]
-                cells.append("—" if hit.empty else _cell(hit.iloc[-1]))
+                cells.append("—" if hit.empty else gap_text(hit.iloc[-1]))
             body.append([esc(segmenter_label(seg, prof)), esc(ad), esc(ref), esc(oracle), *cells])
         out += [f"### {IOU_TITLES[iou]}", "", "Oracle-T AP ×100 (Δ vs source-only [lo, hi]):", ""]
         out += md_table(["Oracle", "vs", *[setting_label(*st) for st in settings]], spans, 2) + [""]

@@ -31,7 +31,7 @@ def lines(page: Page) -> list[str]:
         if compared:
             deltas = delta_aggs(run, iou, "AP", compared)
             columns.append((f"Δ {iou} AP", deltas))
-            intervals.update(_intervals(run, iou, deltas))
+            intervals.update(delta_intervals(run, iou, deltas))
         columns.append((f"{iou} AP50", aggregate_by(entries(run, iou, [("AP50", "all")]), ROW + SETTING,
                                                     len(seeds), metric="AP50")))
     fidelity_columns = []
@@ -67,7 +67,7 @@ def lines(page: Page) -> list[str]:
     return out
 
 
-def _intervals(run: Run, iou: str, deltas: pd.Series) -> dict[tuple, tuple[Agg, int]]:
+def delta_intervals(run: Run, iou: str, deltas: pd.Series) -> dict[tuple, tuple[Agg, int]]:
     """The Δ cells that significance.csv has a bootstrap interval for: (column, row, setting) -> (Agg, resamples).
 
     The number shown is the file's Δ over the pooled seeds' images, so that it sits inside its own interval;
