@@ -227,12 +227,9 @@ class Killed(Exception):
     """Stands for the process dying."""
 
 
-def test_an_interrupted_self_training_resumes_bit_for_bit(trained, tmp_path, monkeypatch):
-    init = str(trained["source"] / "model.pth")
-    options = {"threshold": 0.05, "teacher_share": 0.9, "pseudo_labels": True, "weight": 1.0}
-    params = {**TINY, "max_iters": 3, "checkpoint_interval": 1}
-    real_save = checkpoints.save
-    calls = []
+def _die_at_second_checkpoint(monkeypatch, train) -> None:
+    """Run ``train`` as a process killed right after it wrote its second ``last.pth``."""
+    real_save, calls = checkpoints.save, []
 
     def save_then_die(obj, path):
         real_save(obj, path)
@@ -240,11 +237,19 @@ def test_an_interrupted_self_training_resumes_bit_for_bit(trained, tmp_path, mon
         if path.name == "last.pth" and len(calls) == 2:
             raise Killed
 
-    out = tmp_path / "resumed"
     monkeypatch.setattr(checkpoints, "save", save_then_die)
     with pytest.raises(Killed):
-        TVMaskRCNN(**params).self_train(trained["data"], out, "tiny", 0, init, options)
+        train()
     monkeypatch.undo()
+
+
+def test_an_interrupted_self_training_resumes_bit_for_bit(trained, tmp_path, monkeypatch):
+    init = str(trained["source"] / "model.pth")
+    options = {"threshold": 0.05, "teacher_share": 0.9, "pseudo_labels": True, "weight": 1.0}
+    params = {**TINY, "max_iters": 3, "checkpoint_interval": 1}
+    out = tmp_path / "resumed"
+    _die_at_second_checkpoint(monkeypatch, lambda: TVMaskRCNN(**params).self_train(trained["data"], out, "tiny", 0,
+                                                                                   init, options))
     assert checkpoints.load(out / "work" / "last.pth")["iter"] == 2
     TVMaskRCNN(**params).self_train(trained["data"], out, "tiny", 0, init, options)
     assert json.loads((out / "train_stats.json").read_text())["resumed_from"] == 2
@@ -376,20 +381,8 @@ def test_mmdet_control_without_pseudo_labels_runs_and_differs(trained, mmdet_sou
 
 def test_an_interrupted_mmdet_self_training_resumes_bit_for_bit(trained, mmdet_source, tmp_path, monkeypatch):
     params = {"max_iters": 3, "checkpoint_interval": 1}
-    real_save = checkpoints.save
-    calls = []
-
-    def save_then_die(obj, path):
-        real_save(obj, path)
-        calls.append(path)
-        if path.name == "last.pth" and len(calls) == 2:
-            raise Killed
-
     out, straight = tmp_path / "resumed", tmp_path / "straight"
-    monkeypatch.setattr(checkpoints, "save", save_then_die)
-    with pytest.raises(Killed):
-        _mmdet_self_train(trained, mmdet_source, out, OPTIONS, **params)
-    monkeypatch.undo()
+    _die_at_second_checkpoint(monkeypatch, lambda: _mmdet_self_train(trained, mmdet_source, out, OPTIONS, **params))
     assert checkpoints.load(out / "work" / "last.pth")["iter"] == 2
     _mmdet_self_train(trained, mmdet_source, out, OPTIONS, **params)
     assert json.loads((out / "train_stats.json").read_text())["resumed_from"] == 2

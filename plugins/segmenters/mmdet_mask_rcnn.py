@@ -162,7 +162,7 @@ class MMDetMaskRCNN(Segmenter):
         import torch
         from mmengine.optim import build_optim_wrapper
 
-        from harness import atomic, checkpoints
+        from harness import checkpoints
         from harness.data.coco import load_coco, write_json_atomic
         from harness.hashing import seed_from
         from plugins.segmenters import self_training as st
@@ -203,17 +203,8 @@ class MMDetMaskRCNN(Segmenter):
         test_scale = _resize_scale(cfg.get("test_pipeline") or pipeline)
         with open(work / "train.log", "a") as logfile:
             say = _logger(logfile)
-            start = 0
-            atomic.remove_leftovers(work)
-            if (work / CHECKPOINT).is_file():
-                start = st.resume(student, teacher, optimizer, work / CHECKPOINT)
-                say(f"resumed from {work / CHECKPOINT} at iteration {start}")
-            elif init:
-                _load_weights(student, init)
-                teacher.load_state_dict(copy.deepcopy(student.state_dict()))
-            else:
-                raise HarnessError(f"segmenter '{self.name}': self-training fine-tunes a source model: give the "
-                                   "entry init: {segmenter: LABEL}")
+            start = st.begin(student, teacher, optimizer, work, CHECKPOINT, init,
+                             lambda path: _load_weights(student, path), self.name, say)
             batch = tcfg["batch_size"]
             say(f"self-training {self.name} ({profile}) on {device}: {len(data)} labelled source images, "
                 f"{len(target) if target else 0} unlabelled target images, iterations {start} -> "

@@ -243,6 +243,28 @@ def fit(student, teacher, optimizer, source, target: UnlabelledSet | None, tcfg:
     return times, counts
 
 
+def begin(student, teacher, optimizer, work: Path, checkpoint: str, init: str | None, load_init, name: str,
+          say) -> int:
+    """The iteration a self-training starts at: its last checkpoint's when ``work`` holds one (student, teacher
+    and optimizer restored), else 0 with the student loaded from ``init`` (``load_init(init)``) and the teacher
+    a copy of it. Self-training fine-tunes a source model, so there must be an ``init``."""
+    import copy
+
+    from harness import atomic
+
+    atomic.remove_leftovers(work)
+    if (work / checkpoint).is_file():
+        start = resume(student, teacher, optimizer, work / checkpoint)
+        say(f"resumed from {work / checkpoint} at iteration {start}")
+        return start
+    if not init:
+        raise HarnessError(f"segmenter '{name}': self-training fine-tunes a source model: give the entry "
+                           "init: {segmenter: LABEL}")
+    load_init(init)
+    teacher.load_state_dict(copy.deepcopy(student.state_dict()))
+    return 0
+
+
 def resume(student, teacher, optimizer, path: Path) -> int:
     ckpt = checkpoints.load(path)
     try:

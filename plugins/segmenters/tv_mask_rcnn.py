@@ -184,8 +184,6 @@ class TVMaskRCNN(Segmenter):
         """Mean-teacher self-training from ``init`` (see ``plugins/segmenters/self_training.py``): labelled
         source batches from ``data_dir/train.json``, unlabelled target images from ``data_dir/unlabelled.json``;
         exports the EMA teacher."""
-        import copy
-
         from harness.data.coco import write_json_atomic
         from plugins.segmenters import self_training as st
 
@@ -197,17 +195,8 @@ class TVMaskRCNN(Segmenter):
             p.requires_grad_(False)
         with open(work / "train.log", "a") as logfile:
             say = _logger(logfile)
-            start = 0
-            atomic.remove_leftovers(work)
-            if (work / CHECKPOINT).is_file():
-                start = st.resume(model, teacher, optimizer, work / CHECKPOINT)
-                say(f"resumed from {work / CHECKPOINT} at iteration {start}")
-            elif init:
-                load_init(model, init, say)
-                teacher.load_state_dict(copy.deepcopy(model.state_dict()))
-            else:
-                raise HarnessError(f"segmenter '{self.name}': self-training fine-tunes a source model: give the "
-                                   "entry init: {segmenter: LABEL}")
+            start = st.begin(model, teacher, optimizer, work, CHECKPOINT, init,
+                             lambda path: load_init(model, path, say), self.name, say)
             say(f"self-training {self.name} ({profile}) on {device}: {len(data)} labelled source images, "
                 f"{len(target) if target else 0} unlabelled target images, iterations {start} -> "
                 f"{cfg['train']['max_iters']}, batch {cfg['train']['batch_size']} + {cfg['train']['batch_size']}, "
