@@ -140,7 +140,7 @@ class MMDetMaskRCNN(Segmenter):
                 "input_size": int(max(resize[0]["scale"])) if resize else None, "device": str(cfg.device)}
 
     def budget(self, out_dir: Path) -> dict[str, Any] | None:
-        return train_stats.budget(out_dir)
+        return train_stats.budget(out_dir, self.loss_log(out_dir))
 
     @classmethod
     def loss_log(cls, out_dir: Path):

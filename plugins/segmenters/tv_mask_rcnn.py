@@ -172,7 +172,7 @@ class TVMaskRCNN(Segmenter):
         return stats
 
     def budget(self, out_dir: Path) -> dict[str, Any] | None:
-        return train_stats.budget(out_dir)
+        return train_stats.budget(out_dir, self.loss_log(out_dir))
 
     @classmethod
     def loss_log(cls, out_dir: Path):
