@@ -214,9 +214,32 @@ def cmd_train_adapter(args) -> int:
         source = [by_stem[p.stem] for p in target]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plugin.fit(source, target, out, args.seed, progress=not args.quiet)
+    if getattr(plugin, "needs_segmenter", False):
+        _fit_through_segmenter(args, plugin, source, target, out)
+    else:
+        plugin.fit(source, target, out, args.seed, progress=not args.quiet)
     print(f"{plugin.name} fitted on {len(source)} A and {len(target)} B images -> {out}")
     return 0
+
+
+def _fit_through_segmenter(args, plugin, source: list[Path], target: list[Path], out: Path) -> None:
+    """A task-aware fit (``Adapter.needs_segmenter``): the A images are a prepared dataset's (``--source`` one of
+    its ``images/<split>`` folders) and their labels its annotations (``--labels``, the dataset folder); the
+    frozen segmenter is ``--segmenter`` with its trained ``--model`` folder."""
+    from harness.data.coco import image_records, present_splits
+
+    if not (args.labels and args.segmenter and args.model):
+        raise HarnessError(f"adapter '{plugin.name}' fits through a segmenter's training loss: give --labels "
+                           "PREPARED_DIR (the A images' annotations), --segmenter NAME and --model MODEL_DIR")
+    labels = {rec["path"]: rec["annotations"]
+              for split in present_splits(Path(args.labels)) for rec in image_records(args.labels, split)}
+    missing = [p for p in source if p.resolve() not in labels]
+    if missing:
+        raise HarnessError(f"{missing[0]}: not an image of the prepared dataset {args.labels} (give --source one "
+                           "of its images/<split> folders): no labels for it")
+    segmenter = _registry(args).create("segmenter", args.segmenter, {})
+    plugin.fit_with_task(source, target, [labels[p.resolve()] for p in source], segmenter, Path(args.model), out,
+                         args.seed, progress=not args.quiet)
 
 
 def cmd_adapt(args) -> int:
@@ -443,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="fit folder; rerunning resumes from its checkpoint")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--param", action="append", metavar="KEY=VALUE")
+    s.add_argument("--labels", help="task-aware adapters: a prepared dataset holding the A images' annotations")
+    s.add_argument("--segmenter", help="task-aware adapters: the segmenter plugin whose training loss they fit through")
+    s.add_argument("--model", help="task-aware adapters: that segmenter's trained model folder")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train_adapter)
 

@@ -299,3 +299,36 @@ def test_matrix_runs_a_task_fit_end_to_end(registry, dataset, tmp_path):
     budgets = json.loads((tmp_path / "run" / "run.json").read_text())["budgets"]
     (fit,) = [b for b in budgets if b["kind"] == "fit"]
     assert fit["segmenter"] == "tv-mask-rcnn" and fit["adapter"] == "taskaware" and fit["iterations"] == 2
+
+
+def test_cli_fits_through_a_segmenter_from_a_prepared_dataset(models, triples, dataset, tmp_path, capsys):
+    """`harness train adapter taskaware` outside a matrix: the A images are a prepared dataset's, their labels its
+    annotations, the frozen segmenter --segmenter with --model; the fit equals the plugin API's."""
+    from harness import cli
+
+    source, target, annotations = triples
+    a_dir, b_dir = source[0].parent, target[0].parent
+    params = [f"--param={k}={v}" for k, v in FIT.items()]
+    base = ["train", "adapter", "taskaware", "--source", str(a_dir), "--target", str(b_dir), *params]
+    assert cli.main([*base, "--out", str(tmp_path / "x")]) == 2
+    assert "fits through a segmenter's training loss: give --labels PREPARED_DIR" in capsys.readouterr().err
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    for path in source:  # the same images, but not the prepared dataset's files
+        write_image(other / path.name, read_image(path))
+    assert cli.main([*base[:4], str(other), *base[5:], "--labels", str(dataset), "--segmenter", "tv-mask-rcnn",
+                     "--model", str(models["tv-mask-rcnn"]), "--out", str(tmp_path / "y")]) == 2
+    assert f"{other / source[0].name}: not an image of the prepared dataset" in capsys.readouterr().err
+    assert cli.main([*base, "--labels", str(dataset), "--segmenter", "tv-mask-rcnn", "--model",
+                     str(models["tv-mask-rcnn"]), "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    assert "taskaware fitted on" in capsys.readouterr().out
+    from harness.imageio import list_images
+
+    labels = {p.stem: a for p, a in zip(source, annotations)}
+    by_stem = {p.stem: p for p in list_images(a_dir)}
+    b_paths = list_images(b_dir)  # the CLI's order: B as listed, each with its A original and its labels
+    TaskAware(**FIT).fit_with_task([by_stem[p.stem] for p in b_paths], b_paths, [labels[p.stem] for p in b_paths],
+                                   TVMaskRCNN(), models["tv-mask-rcnn"], tmp_path / "api", seed=0, progress=False)
+    a = torch.load(tmp_path / "cli" / "weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "api" / "weights.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
