@@ -196,7 +196,7 @@ def test_bad_profile_names_file_and_key(tmp_path, changes, message):
 
 
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(HarnessError, match=r"profile 'nope'.*known: cpu, cpu-residual, seed, test"):
+    with pytest.raises(HarnessError, match=r"profile 'nope'.*known: cpu, cpu-full8, cpu-residual, cpu-residual-full8, seed, test"):
         CycleGAN(profile="nope")
 
 

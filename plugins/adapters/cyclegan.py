@@ -146,7 +146,7 @@ class CycleGAN(Adapter):
     trainable = True
     fit_data = "unpaired"
     params = {
-        "profile": "cpu",   # seed | cpu | cpu-residual | test, or a path to a profile YAML file
+        "profile": "cpu",   # seed | cpu | cpu-residual | cpu-full8 | cpu-residual-full8 | test, or a YAML path
         "device": "auto",   # auto | cpu | cuda | cuda:N
         "threads": 0,       # torch CPU threads; 0 = torch's default
         "batch": 8,         # inference batch size
