@@ -287,3 +287,15 @@ def test_initial_weights_enter_the_key_by_content(registry, dataset, tmp_path):
     assert train_key(str(tmp_path / "a.pth")) != train_key(str(tmp_path / "c.pth"))
     with pytest.raises(HarnessError, match="init checkpoint .*missing.pth not found"):
         train_key(str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "matrix").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_matrix_config_reads_and_names_known_plugins(path, monkeypatch):
+    """A committed config that no longer parses, or names a plugin, parameter, profile or severity that does not
+    exist, fails here rather than hours into someone's run (its dataset need not be on this machine)."""
+    from harness.registry import default_registry
+
+    monkeypatch.chdir(ROOT)  # fine-tune configs are named relative to the repository
+    cfg = config.load(path)
+    config.check_plugins(cfg, default_registry())
+    assert cfg.segmenters and cfg.adapters
