@@ -103,3 +103,18 @@ def test_provenance_ends_with_the_selections_line():
     run = load_page(ROOT / "tests" / "fixtures" / "run_robust").runs[0]
     lines = header.provenance(run)
     assert lines[-2] == f"- **Selections:** {header.selections(run.meta)}" and lines[-1] == ""
+
+
+def test_selections_line_names_a_model_configs_choice(registry, tmp_path):
+    """A model config that says where its schedule came from (`# selected_on: ...`, a comment: not part of the
+    model's key) shows in the line; the shipped CPU fine-tune says val."""
+    chosen, plain = tmp_path / "chosen.py", tmp_path / "plain.py"
+    chosen.write_text("# a schedule\n# selected_on: val (40 images)\nmax_iters = 5\n")
+    plain.write_text("max_iters = 5\n")
+    meta = {"config": {"segmenters": [{"name": "threshold", "params": {"config": str(chosen)}},
+                                      {"name": "threshold", "params": {"config": str(plain)}},
+                                      {"name": "threshold", "params": {"config": str(tmp_path / "gone.py")}}],
+                       "adapters": ["identity"], "degradations": ["none"]}}
+    assert header.selections(meta) == "chosen.py: val (40 images)"
+    shipped = header.model_config_selection("configs/mmdet/mask-rcnn_r18_fpn_gn_cpu_finetune.py")
+    assert shipped.startswith("NEU-Seg val (363 clean images")

@@ -2,6 +2,9 @@
 every table."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from harness.leaderboard.format import esc
 from harness.leaderboard.run import Page, Run
 
@@ -70,8 +73,29 @@ def selections(meta: dict) -> str:
             text = selection(cls, (recorded.get(kind) or {}).get(name))
             if text:
                 groups.setdefault(text, set()).add(name)
+    for entry in config.get("segmenters") or []:
+        path = ((entry.get("params") or {}).get("config") if isinstance(entry, dict) else None)
+        text = model_config_selection(path) if path else None
+        if text:
+            groups.setdefault(text, set()).add(Path(path).name)
     return "; ".join(f"{', '.join(sorted(names))}: {text}" for text, names in groups.items()) or \
         "none (no plugin of this run has defaults tuned on data)"
+
+
+#: the line of a model config file that says which split its choices came from (a comment: not in the model)
+SELECTED_ON = re.compile(r"^#\s*selected_on:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def model_config_selection(path: str) -> str | None:
+    """A model config's ``# selected_on: ...`` line (a schedule, say, chosen on val), read from the file the run
+    named, relative to the repository when not absolute; None when it has none or is not here."""
+    file = Path(path).expanduser()
+    if not file.is_absolute():
+        file = Path(__file__).resolve().parents[3] / file
+    if not file.is_file():
+        return None
+    m = SELECTED_ON.search(file.read_text(errors="replace"))
+    return m.group(1) if m else None
 
 
 def selection(cls, version: str | None) -> str | None:
