@@ -67,15 +67,19 @@ class Plugin:
         """Optional: the loss curve of the ``train`` or ``fit`` that filled ``out_dir``, as a pandas DataFrame with
         an ``iteration`` column, one column per logged loss and optionally ``lr`` (``harness report`` plots it).
         The default reads ``losses.csv`` there, which the built-in adapters' fits write; None: nothing logged."""
-        import pandas as pd
-
         path = Path(out_dir) / "losses.csv"
-        if not path.is_file():
-            return None
-        try:
-            return pd.read_csv(path)
-        except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-            raise HarnessError(f"{path}: not a readable loss log ({type(exc).__name__})") from None
+        return read_loss_csv(path) if path.is_file() else None
+
+
+def read_loss_csv(path: Path):
+    """A loss log written as CSV (iteration, LOSS..., lr, seconds) as a DataFrame; an unreadable file is a
+    one-line error naming it."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        raise HarnessError(f"{path}: not a readable loss log ({type(exc).__name__})") from None
 
 
 class Degradation(Plugin):

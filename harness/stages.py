@@ -212,7 +212,8 @@ def _train(stage: Stage, ctx: Context, out: Path) -> None:
     start = time.perf_counter()
     if "self_training" in spec:
         if not hasattr(plugin, "self_train"):
-            raise HarnessError(f"segmenter '{plugin.name}' does not implement self-training (tv-mask-rcnn and mmdet-mask-rcnn do)")
+            raise HarnessError(f"segmenter '{plugin.name}' does not implement self-training "
+                               "(tv-mask-rcnn and mmdet-mask-rcnn do)")
         plugin.self_train(ctx.location(stage.inputs["data"]), out, spec["profile"], spec["seed"], init,
                           spec["self_training"])
     else:

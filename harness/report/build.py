@@ -462,10 +462,10 @@ def loss_logs(view: RunView) -> list[tuple[Any, str, str]]:
         folder = view.store.path(kind, key)
         if not view.store.done(kind, key):
             continue
-        spec = json.loads((folder / "stage.json").read_text())["stage"]["spec"]
-        plugin = spec.get("adapter" if kind == "fit" else "segmenter") or {}
+        plugin_kind = "adapter" if kind == "fit" else "segmenter"
+        plugin = json.loads((folder / "stage.json").read_text())["stage"]["spec"].get(plugin_kind) or {}
         try:
-            cls = registry.get(plugin.get("kind", "adapter" if kind == "fit" else "segmenter"), plugin.get("name"))
+            cls = registry.get(plugin.get("kind", plugin_kind), plugin.get("name"))
         except HarnessError:
             continue  # a plugin no longer installed: its table row stays, its curve cannot be read
         log = cls.loss_log(folder)

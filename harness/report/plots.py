@@ -291,14 +291,13 @@ def loss_curves(log, out: str | Path, title: str) -> Path:
     """A training's logged losses (a DataFrame from ``Plugin.loss_log``, or a fit's ``losses.csv``: means over
     each logging interval) against iteration, one panel per loss on its own scale, and the learning rate:
     whether it converged or was still moving when it stopped."""
+    from harness.interfaces import read_loss_csv
+
     if isinstance(log, pd.DataFrame):
         df, path = log, Path(out)
     else:
         path = Path(log)
-        try:
-            df = pd.read_csv(path)
-        except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-            raise HarnessError(f"{path}: not a readable loss log ({type(exc).__name__})") from None
+        df = read_loss_csv(path)
     if "iteration" not in df.columns:
         raise HarnessError(f"{path}: no 'iteration' column (expected iteration, LOSS..., lr, seconds)")
     losses = [c for c in df.columns if c not in LOSS_LOG_OTHER]
